@@ -1,0 +1,16 @@
+"""Autoregressive decoding, one token per step: the decoding family's baseline."""
+
+from kernels_ref.decoding import Autoregressive
+from suite.registry import register
+
+
+@register(
+    name="autoregressive",
+    family="decoding",
+    summary="One target forward pass per emitted token.",
+    lossless=True,
+    baseline=True,
+    levels=("engine",),
+)
+def autoregressive() -> Autoregressive:
+    return Autoregressive()

@@ -1,0 +1,21 @@
+"""Speculative decoding with a small draft model and the lossless rejection-sampling rule."""
+
+from kernels_ref.decoding import Speculative
+from suite.registry import register
+from suite.technique import Paper, Param
+
+
+@register(
+    name="speculative",
+    family="decoding",
+    summary="A draft model proposes k tokens; the target verifies them in one pass and keeps "
+    "a prefix by the rejection rule (output distribution unchanged).",
+    paper=Paper("Fast Inference from Transformers via Speculative Decoding", "2211.17192"),
+    lossless=True,
+    params=(
+        Param("k", "int", 4, "draft tokens proposed per step", min=1, max=16, sweep=(2, 4, 6)),
+    ),
+    levels=("engine",),
+)
+def speculative(k: int) -> Speculative:
+    return Speculative(k=k)

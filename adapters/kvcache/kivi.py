@@ -1,0 +1,24 @@
+"""KIVI: asymmetric 2/4-bit KV-cache quantization, keys per channel and values per token."""
+
+from kernels_ref.kvcache import KIVICacheFactory
+from suite.registry import register
+from suite.technique import Paper, Param
+
+
+@register(
+    name="kivi",
+    family="kvcache",
+    summary="Keys quantized per channel, values per token, bit-packed; a recent window of "
+    "`residual` tokens stays in full precision.",
+    paper=Paper(
+        "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache", "2402.02750"
+    ),
+    params=(
+        Param("bits", "int", 2, "bits per quantized value", choices=(2, 4), sweep=(2, 4)),
+        Param("group_size", "int", 32, "tokens (keys) / channels (values) per group", min=1),
+        Param("residual", "int", 32, "recent tokens kept in full precision", min=0,
+              sweep=(16, 32)),
+    ),
+)
+def kivi(bits: int, group_size: int, residual: int) -> KIVICacheFactory:
+    return KIVICacheFactory(bits=bits, group_size=group_size, residual=residual)

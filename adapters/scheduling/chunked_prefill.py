@@ -1,0 +1,23 @@
+"""Sarathi-Serve: chunked prefills piggybacked on decode-maximal batches under a token budget."""
+
+from kernels_ref.scheduling import ChunkedPrefill
+from suite.registry import register
+from suite.technique import Paper, Param
+
+
+@register(
+    name="chunked-prefill",
+    family="scheduling",
+    summary="Every iteration runs all decodes and fills the rest of a token budget with "
+    "prefill chunks (stall-free batching).",
+    paper=Paper(
+        "Taming Throughput-Latency Tradeoff in LLM Inference with Sarathi-Serve", "2403.02310"
+    ),
+    params=(
+        Param("token_budget", "int", 64, "tokens per iteration, decodes included", min=1,
+              sweep=(32, 64, 128)),
+    ),
+    levels=("serving",),
+)
+def chunked_prefill(token_budget: int) -> ChunkedPrefill:
+    return ChunkedPrefill(token_budget=token_budget)

@@ -1,0 +1,17 @@
+"""Continuous (iteration-level) batching, as introduced by Orca."""
+
+from kernels_ref.scheduling import ContinuousBatching
+from suite.registry import register
+from suite.technique import Paper
+
+
+@register(
+    name="continuous-batching",
+    family="scheduling",
+    summary="Requests join and leave every iteration; new prompts prefill whole, pausing "
+    "decodes for that iteration.",
+    paper=Paper("Orca: A Distributed Serving System for Transformer-Based Generative Models"),
+    levels=("serving",),
+)
+def continuous_batching() -> ContinuousBatching:
+    return ContinuousBatching()

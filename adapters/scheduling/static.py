@@ -1,0 +1,15 @@
+"""Static (request-level) batching: the scheduling family's baseline."""
+
+from kernels_ref.scheduling import StaticBatching
+from suite.registry import register
+
+
+@register(
+    name="static-batching",
+    family="scheduling",
+    summary="A batch forms when the engine is idle and runs until all its requests finish.",
+    baseline=True,
+    levels=("serving",),
+)
+def static_batching() -> StaticBatching:
+    return StaticBatching()

@@ -1,0 +1,242 @@
+"""A Llama-style decoder (RMSNorm, RoPE, grouped-query attention, SwiGLU) in plain PyTorch.
+
+Two forward paths share the weights:
+- ``forward(input_ids)``: dense causal attention over a padded ``(batch, time)`` block, no cache;
+  used for training and for teacher-forced scoring of the dense baseline.
+- ``forward_batch(...)``: the engine's path. Tokens of many sequences are packed into one flat
+  batch (prefill chunks, single decode tokens and multi-token verification runs side by side,
+  as vLLM and nano-vllm do); the linear layers see one ``(tokens, hidden)`` matrix, and attention
+  is delegated per sequence to a pluggable backend over a pluggable per-sequence KV cache.
+
+Weight names and the rotary convention match Hugging Face's ``LlamaForCausalLM`` so that the
+same safetensors file loads in both (see kernels_ref.checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kernels_ref.protocols import AttentionBackend, KVCache
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    """Model shape, with Hugging Face's field names so config.json round-trips."""
+
+    vocab_size: int = 4096
+    hidden_size: int = 256
+    intermediate_size: int = 688
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 8
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 1024
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    tie_word_embeddings: bool = True
+    bos_token_id: int = 1
+    eos_token_id: int = 2
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size must be divisible by num_attention_heads")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_hf(cls, d: dict) -> LlamaConfig:
+        """Build from a Hugging Face config.json dict, ignoring keys this model does not use."""
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        if isinstance(kwargs.get("eos_token_id"), list):
+            kwargs["eos_token_id"] = kwargs["eos_token_id"][0]
+        head_dim = d.get("head_dim")
+        if head_dim is not None and head_dim * d["num_attention_heads"] != d["hidden_size"]:
+            raise ValueError("head_dim * num_attention_heads != hidden_size is not supported")
+        return cls(**kwargs)
+
+    def to_hf(self) -> dict:
+        """The config.json content that transformers' LlamaForCausalLM reads."""
+        d = asdict(self)
+        d.update(
+            architectures=["LlamaForCausalLM"],
+            model_type="llama",
+            hidden_act="silu",
+            attention_bias=False,
+            mlp_bias=False,
+            head_dim=self.head_dim,
+            torch_dtype="bfloat16",
+        )
+        return d
+
+    def num_parameters(self) -> int:
+        h, i, v = self.hidden_size, self.intermediate_size, self.vocab_size
+        kv = self.num_key_value_heads * self.head_dim
+        per_layer = h * h * 2 + h * kv * 2 + 3 * h * i + 2 * h
+        emb = v * h * (1 if self.tie_word_embeddings else 2)
+        return emb + self.num_hidden_layers * per_layer + h
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding, Hugging Face's half-rotation layout."""
+
+    def __init__(self, head_dim: int, theta: float, max_positions: int) -> None:
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        t = torch.arange(max_positions, dtype=torch.float32)
+        freqs = torch.outer(t, inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.register_buffer("cos", emb.cos(), persistent=False)
+        self.register_buffer("sin", emb.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x`` of shape ``(..., tokens, head_dim)`` at ``positions`` ``(tokens,)``."""
+        if positions.numel() and int(positions.max()) >= self.cos.shape[0]:
+            raise ValueError(
+                f"position {int(positions.max())} exceeds max_position_embeddings "
+                f"{self.cos.shape[0]}"
+            )
+        cos = self.cos[positions].to(x.dtype)
+        sin = self.sin[positions].to(x.dtype)
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = cfg.num_key_value_heads
+        self.head_dim = cfg.head_dim
+        kv = self.kv_heads * self.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
+        self.k_proj = nn.Linear(cfg.hidden_size, kv, bias=False)
+        self.v_proj = nn.Linear(cfg.hidden_size, kv, bias=False)
+        self.o_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
+
+    def project(
+        self, x: torch.Tensor, positions: torch.Tensor, rotary: Rotary
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Q, K, V of ``x`` ``(..., tokens, hidden)`` as ``(..., heads, tokens, head_dim)``."""
+        lead = x.shape[:-1]
+        q = self.q_proj(x).view(*lead, self.heads, self.head_dim).transpose(-3, -2)
+        k = self.k_proj(x).view(*lead, self.kv_heads, self.head_dim).transpose(-3, -2)
+        v = self.v_proj(x).view(*lead, self.kv_heads, self.head_dim).transpose(-3, -2)
+        return rotary(q, positions), rotary(k, positions), v
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.self_attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class LlamaModel(nn.Module):
+    """Decoder-only transformer; parameter names follow ``LlamaForCausalLM``'s state dict."""
+
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        self.rotary = Rotary(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed_tokens.weight.dtype
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, time, vocab)`` of a block of ids with dense causal attention."""
+        positions = torch.arange(input_ids.shape[-1], device=input_ids.device)
+        x = self.embed_tokens(input_ids)
+        for layer in self.layers:
+            attn = layer.self_attn
+            q, k, v = attn.project(layer.input_layernorm(x), positions, self.rotary)
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            x = x + attn.o_proj(o.transpose(-3, -2).flatten(-2))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return self.lm_head(self.norm(x))
+
+    def forward_batch(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        seq_lens: Sequence[int],
+        caches: Sequence[KVCache],
+        attention: AttentionBackend,
+        logits_for: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Run packed tokens of several sequences through the model, filling their caches.
+
+        ``input_ids`` and ``positions`` are flat ``(tokens,)``; ``seq_lens[i]`` tokens belong to
+        sequence i, whose new keys/values are appended to ``caches[i]`` before its queries attend
+        over the whole cache. ``logits_for`` selects which flat rows need logits (all if None):
+        prefill chunks only need their last row, which saves the vocabulary projection.
+        """
+        if sum(seq_lens) != input_ids.shape[0] or len(seq_lens) != len(caches):
+            raise ValueError("seq_lens must sum to the number of tokens and match the caches")
+        x = self.embed_tokens(input_ids)
+        splits = list(seq_lens)
+        for li, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            q, k, v = attn.project(layer.input_layernorm(x), positions, self.rotary)
+            outs = []
+            for qi, ki, vi, cache in zip(
+                q.split(splits, dim=1), k.split(splits, dim=1), v.split(splits, dim=1), caches
+            ):
+                cache.append(li, ki, vi)
+                kc, vc = cache.read(li)
+                if qi.shape[1] == 1:
+                    outs.append(attention.decode(qi, kc, vc))
+                else:
+                    outs.append(attention.forward(qi, kc, vc))
+            o = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+            x = x + attn.o_proj(o.transpose(0, 1).flatten(-2))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        if logits_for is not None:
+            x = x[logits_for]
+        return self.lm_head(self.norm(x))

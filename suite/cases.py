@@ -1,0 +1,69 @@
+"""Cases: one technique x params x workload x level x device, expanded from a preset."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from suite import registry
+from suite.presets import Preset
+from suite.technique import FAMILIES, LEVELS
+
+
+@dataclass(frozen=True)
+class Case:
+    technique: str
+    family: str
+    level: str
+    params: tuple[tuple[str, Any], ...]
+    workload: str
+    device: str
+
+    @property
+    def param_dict(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    @property
+    def case_id(self) -> str:
+        """Stable identity: the same case in two runs has the same id (resume, gate, compare)."""
+        p = ",".join(f"{k}={json.dumps(v)}" for k, v in self.params)
+        return f"{self.level}:{self.technique}[{p}]@{self.workload}/{self.device}"
+
+
+def workload_names(preset: Preset, level: str, family: str) -> list[str]:
+    """The workloads a case of this level and family runs on."""
+    if level == "kernel":
+        if family == "attention":
+            return [s.name for s in preset.kernel.attention_shapes]
+        if family == "kvcache":
+            return [f"kv-{t}" for t in preset.kernel.kv_tokens]
+        return []
+    if level == "engine":
+        e = preset.engine
+        return [f"eval{e.prompts}-b{e.batch}-n{e.max_new_tokens}"]
+    s = preset.serving
+    return [f"{s.arrival}-r{s.rate:g}-n{s.requests}-o{s.output_tokens}"]
+
+
+def expand(preset: Preset, device: str) -> list[Case]:
+    """Every case of the preset, level by level, each family's baseline first."""
+    cases: list[Case] = []
+    for bench in preset.benches:
+        tech = registry.get(bench.technique)
+        for params in bench.param_sets():
+            full = tech.resolve(params, bench.where)
+            for level in bench.levels:
+                for wl in workload_names(preset, level, tech.family):
+                    cases.append(
+                        Case(tech.name, tech.family, level, tuple(sorted(full.items())), wl,
+                             device)
+                    )
+    seen: set[str] = set()
+    unique = [c for c in cases if not (c.case_id in seen or seen.add(c.case_id))]
+
+    def order(c: Case) -> tuple:
+        return (LEVELS.index(c.level), FAMILIES.index(c.family),
+                not registry.get(c.technique).baseline)
+
+    return sorted(unique, key=order)

@@ -1,0 +1,188 @@
+"""The ``effbench`` command line: a thin layer over the runner, store and report.
+
+Every error that is the user's input (EffbenchError) prints one line and exits 2; a run
+interrupted with Ctrl-C says where its finished cases are and how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from suite.errors import EffbenchError
+from suite.technique import FAMILIES, LEVELS
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from suite import registry
+
+    for t in registry.techniques(args.family):
+        flags = ", ".join(
+            f for f, on in (("baseline", t.baseline), ("lossless", t.lossless)) if on
+        )
+        print(f"{t.name}  [{t.family}]{f'  ({flags})' if flags else ''}")
+        print(f"    {t.summary}")
+        if t.paper:
+            print(f"    paper:  {t.paper}")
+        print(f"    levels: {', '.join(t.levels)}")
+        for p in t.params:
+            print(f"    param   {p.describe()}{f'  - {p.help}' if p.help else ''}")
+    return 0
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from suite import presets
+
+    for name in presets.builtin_presets():
+        p = presets.load(name)
+        print(f"{name}: {p.run.description}")
+    return 0
+
+
+def _print_report(run_dir: Path) -> None:
+    from suite.report import render_text, summary_table
+    from suite.store import load_records
+
+    width = shutil.get_terminal_size((160, 40)).columns
+    print(render_text(summary_table(load_records(run_dir)), width))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from suite import presets, runner
+
+    preset = runner.with_overrides(
+        presets.load(args.preset),
+        device=args.device,
+        model=args.model,
+        draft=args.draft,
+        name=args.name,
+        case_budget_s=args.budget,
+    )
+    try:
+        out = runner.run(
+            preset,
+            results=args.results,
+            resume=args.resume,
+            techniques=args.technique,
+            levels=args.level,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished cases are journaled; rerun with --resume latest",
+              file=sys.stderr)
+        return 130
+    _print_report(out.store.run_dir)
+    print(
+        f"\n{out.cases} case(s), {out.failed} failed, {out.skipped} resumed, "
+        f"{out.wall_s:.1f} s. Results: {out.store.run_dir}"
+    )
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from suite.store import resolve_run
+
+    run_dir = resolve_run(args.results, args.run)
+    print(f"run {run_dir.name}")
+    _print_report(run_dir)
+    return 0
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from suite.store import list_runs
+
+    df = list_runs(args.results)
+    if df.empty:
+        print(f"no runs under {args.results}; start one with: effbench run smoke")
+        return 0
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(df.to_string(index=False))
+    return 0
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from suite.store import query
+
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(query(args.results, args.sql).to_string(index=False))
+    return 0
+
+
+def _cmd_train_tiny(args: argparse.Namespace) -> int:
+    from kernels_ref import train
+
+    argv = ["--out", args.out] + (["--quick"] if args.quick else [])
+    argv += ["--steps", str(args.steps)] if args.steps else []
+    return int(train.main(argv) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="effbench",
+        description="Benchmark and profile LLM efficiency techniques on one common runner.",
+    )
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="registered techniques with their parameters and levels")
+    p.add_argument("--family", choices=FAMILIES)
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("presets", help="built-in presets")
+    p.set_defaults(func=_cmd_presets)
+
+    p = sub.add_parser("run", help="run a preset (built-in name or TOML path)")
+    p.add_argument("preset", help="smoke, cpu-default, or a path to a preset .toml")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (overrides the preset)")
+    p.add_argument("--model", help="local Hugging Face Llama-family checkpoint dir, or "
+                   "tiny / llama-3.2-1b (random weights)")
+    p.add_argument("--draft", help="draft model for speculative decoding (default tiny-draft)")
+    p.add_argument("--name", help="run name (default: the preset's)")
+    p.add_argument("--budget", type=float, help="time budget per case in seconds")
+    p.add_argument("--results", default="results", help="results folder (default results/)")
+    p.add_argument("--resume", metavar="RUN", help="resume RUN (id, prefix or 'latest')")
+    p.add_argument("--technique", action="append", help="only this technique (repeatable)")
+    p.add_argument("--level", action="append", choices=LEVELS, help="only this level")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("report", help="summary tables of a run")
+    p.add_argument("run", nargs="?", default="latest", help="run id, prefix or 'latest'")
+    p.add_argument("--results", default="results")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("runs", help="list stored runs")
+    p.add_argument("--results", default="results")
+    p.set_defaults(func=_cmd_runs)
+
+    p = sub.add_parser("query", help="SQL over every stored record (DuckDB view 'records')")
+    p.add_argument("sql")
+    p.add_argument("--results", default="results")
+    p.set_defaults(func=_cmd_query)
+
+    p = sub.add_parser("train-tiny", help="retrain the embedded tiny models from their recipe")
+    p.add_argument("--out", default="kernels_ref/checkpoints",
+                   help="folder for tiny-target/ and tiny-draft/")
+    p.add_argument("--steps", type=int, help="override the target's training steps")
+    p.add_argument("--quick", action="store_true", help="a few steps on a small slice (tests)")
+    p.set_defaults(func=_cmd_train_tiny)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EffbenchError as e:
+        print(f"effbench: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""What every case of one run shares: the device, the models, the eval set, baseline outputs.
+
+Models and baseline results are loaded or computed once per run, on first use, so a preset
+with only kernel cases never loads a checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import torch
+
+from kernels_ref.checkpoint import (
+    KNOWN_CONFIGS,
+    _read_config,
+    config_from_dict,
+    load_checkpoint,
+    random_model,
+    resolve_model,
+)
+from kernels_ref.evalset import load_evalset
+from kernels_ref.model import LlamaConfig, LlamaModel
+from kernels_ref.tokenizer import Tokenizer
+from suite.presets import Preset
+
+
+@dataclass
+class RunContext:
+    preset: Preset
+    device: torch.device
+    dtype: torch.dtype
+    memo: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def _target(self) -> tuple[LlamaModel, Tokenizer | None]:
+        return _load(self.preset.run.model, self.device, self.dtype, self.preset.run.seed)
+
+    @cached_property
+    def model_config(self) -> LlamaConfig:
+        """The target's shape, read without loading weights (kernel cases need only this)."""
+        if "_target" in self.__dict__:
+            return self.model.config
+        name = self.preset.run.model
+        if name in KNOWN_CONFIGS:
+            return config_from_dict({"model_type": "llama", **KNOWN_CONFIGS[name]})
+        return config_from_dict(_read_config(resolve_model(name)))
+
+    @property
+    def model(self) -> LlamaModel:
+        return self._target[0]
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The target's tokenizer; a random-weights model borrows the embedded tiny one."""
+        tok = self._target[1]
+        if tok is None:
+            tok = load_checkpoint(resolve_model("tiny-target"), "cpu")[1]
+        return tok
+
+    @cached_property
+    def _draft(self) -> tuple[LlamaModel, Tokenizer | None]:
+        return _load(self.preset.run.draft, self.device, self.dtype, self.preset.run.seed)
+
+    @property
+    def draft(self) -> LlamaModel:
+        return self._draft[0]
+
+    @cached_property
+    def evalset(self) -> list[dict]:
+        return load_evalset()
+
+    @cached_property
+    def eval_tokens(self) -> list[tuple[list[int], list[int]]]:
+        """(prompt ids, continuation ids) of every eval item, tokenized once."""
+        tok = self.tokenizer
+        return [(tok.encode(it["prompt"]), tok.encode(it["continuation"])) for it in self.evalset]
+
+    def timing_options(self) -> dict[str, Any]:
+        r = self.preset.run
+        return {
+            "device": self.device.type,
+            "target_rel_ci": r.target_rel_ci,
+            "budget_s": r.case_budget_s,
+            "warmup_s": r.warmup_s,
+        }
+
+
+def _load(name: str, device: torch.device, dtype: torch.dtype, seed: int):
+    """A checkpoint by embedded name or path, or random weights for a known real shape."""
+    if name in KNOWN_CONFIGS:
+        return random_model(name, seed=seed, dtype=dtype, device=device)
+    model, tok = load_checkpoint(resolve_model(name), device, dtype)
+    return model.eval(), tok
+
+
+def check_model(name: str) -> None:
+    """Fail fast (ValueError, one line) when ``name`` is neither a known shape nor a checkpoint."""
+    if name not in KNOWN_CONFIGS:
+        _read_config(resolve_model(name))

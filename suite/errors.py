@@ -1,0 +1,26 @@
+"""Errors that the CLI turns into one clear line (and exit code 2) instead of a traceback."""
+
+from __future__ import annotations
+
+
+class EffbenchError(Exception):
+    """Base of every error that is the user's input, not a bug."""
+
+
+class ConfigError(EffbenchError):
+    """A preset, parameter, technique name or option is invalid; raised before any work runs.
+
+    ``where`` is ``file:line`` (or the CLI flag) the bad value came from, when known.
+    """
+
+    def __init__(self, message: str, where: str | None = None) -> None:
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class DeviceError(EffbenchError):
+    """The requested device is not present on this machine."""
+
+
+class StoreError(EffbenchError):
+    """The results folder cannot be written or a stored run cannot be read."""

@@ -1,0 +1,35 @@
+"""Level runners: each turns one case into a list of measured metrics.
+
+``run_level(case, ctx)`` dispatches on the case's level; every runner returns ``Metric``s,
+which the runner wraps into Records with the case's identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from suite.stats import summarize
+
+
+@dataclass(frozen=True)
+class Metric:
+    metric: str
+    value: float
+    unit: str
+    direction: str
+    samples: tuple[float, ...] = ()
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def from_samples(
+    metric: str, samples: Sequence[float], unit: str, direction: str
+) -> Metric:
+    """A metric whose value is the median of its raw samples (kept with their statistics)."""
+    st = summarize(list(samples))
+    return Metric(metric, st["median"], unit, direction, tuple(float(s) for s in samples), st)
+
+
+def scalar(metric: str, value: float, unit: str, direction: str) -> Metric:
+    """A deterministic metric (bytes, FLOPs, exact match...): one value, no spread."""
+    return Metric(metric, float(value), unit, direction, (float(value),), {"n": 1})

@@ -1,0 +1,214 @@
+"""Engine level: the reference engine runs the model with the technique plugged in.
+
+Speed and quality come from the same run of the same components:
+- speed: ``batch`` eval prompts generate ``max_new_tokens`` each, offline (all present at t=0),
+  repeated until the median's confidence interval is within the target or the budget is spent.
+  Non-baseline techniques run interleaved with their family's baseline (A B A B ...), so the
+  speedup is a ratio of runs measured side by side.
+- quality (attention, KV cache): the eval continuations are teacher-forced through the same
+  attention backend and cache, one decode step per token as in generation; perplexity, and
+  top-1 agreement and KL divergence against the dense/full-cache baseline's logits.
+- decoding: exact match of the greedy output against the autoregressive baseline (lossless
+  techniques must reach 1.0), tokens committed per step, and draft acceptance.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from kernels_ref.decoding import Autoregressive
+from kernels_ref.engine import Engine, EngineConfig, EngineResult, Feed, layout_of, run_forward
+from kernels_ref.requests import Request
+from kernels_ref.scheduling import ContinuousBatching
+from suite import registry
+from suite.cases import Case
+from suite.context import RunContext
+from suite.levels import Metric, from_samples, scalar
+from suite.stats import summarize
+
+_FAMILY_SLOT = {"attention": "attention", "kvcache": "cache", "decoding": "decoder"}
+
+
+@dataclass(frozen=True)
+class Components:
+    attention: Any
+    cache: Any
+    decoder_name: str
+    decoder_params: tuple
+
+    def decoder(self) -> Any:
+        return registry.get(self.decoder_name).build(dict(self.decoder_params))
+
+
+def components(family: str, technique: str | None, params: dict | None) -> Components:
+    """The family's technique in its slot and every other family's baseline elsewhere."""
+    parts = {
+        "attention": registry.baseline_of("attention").build(),
+        "cache": registry.baseline_of("kvcache").build(),
+    }
+    dec_name, dec_params = registry.baseline_of("decoding").name, ()
+    if technique is not None:
+        slot = _FAMILY_SLOT[family]
+        if slot == "decoder":
+            dec_name, dec_params = technique, tuple(sorted((params or {}).items()))
+        else:
+            parts[slot] = registry.get(technique).build(params or {})
+    return Components(parts["attention"], parts["cache"], dec_name, dec_params)
+
+
+def generate(ctx: RunContext, comp: Components, max_batch: int) -> EngineResult:
+    e = ctx.preset.engine
+    prompts = [p for p, _ in ctx.eval_tokens[: e.batch]]
+    engine = Engine(
+        ctx.model,
+        attention=comp.attention,
+        cache_factory=comp.cache,
+        scheduler=ContinuousBatching(),
+        decoder=comp.decoder(),
+        config=EngineConfig(max_batch=max_batch, max_tokens=max(4096, sum(map(len, prompts)))),
+        draft=ctx.draft if comp.decoder_name != "autoregressive" else None,
+    )
+    reqs = [Request(i, p, e.max_new_tokens) for i, p in enumerate(prompts)]
+    return engine.run(reqs)
+
+
+def _phase_times(res: EngineResult) -> tuple[float, float, int]:
+    """(prefill seconds, decode seconds, tokens emitted by decode steps) from the step log."""
+    pre = sum(s.end_ns - s.start_ns for s in res.steps if s.prefill_tokens) / 1e9
+    dec_steps = [s for s in res.steps if not s.prefill_tokens]
+    dec = sum(s.end_ns - s.start_ns for s in dec_steps) / 1e9
+    return pre, dec, sum(s.emitted_tokens for s in dec_steps)
+
+
+def score(ctx: RunContext, comp: Components, n: int) -> list[torch.Tensor]:
+    """Teacher-forced logits of each eval continuation through the given attention and cache.
+
+    Row j of item i predicts continuation token j. Prompts are prefilled together, then each
+    continuation token is fed as one decode step, exactly as generation would feed it.
+    """
+    items = ctx.eval_tokens[:n]
+    layout = layout_of(ctx.model)
+    caches = [comp.cache.new_cache(layout) for _ in items]
+    rows: list[list[torch.Tensor]] = [[] for _ in items]
+    with torch.inference_mode():
+        feeds = [Feed(c, p, 0) for c, (p, _) in zip(caches, items)]
+        for i, lg in enumerate(run_forward(ctx.model, comp.attention, feeds)):
+            rows[i].append(lg.float())
+        longest = max(len(c) for _, c in items)
+        for j in range(longest - 1):
+            live = [i for i, (_, c) in enumerate(items) if j < len(c) - 1]
+            feeds = [Feed(caches[i], [items[i][1][j]], len(items[i][0]) + j) for i in live]
+            for i, lg in zip(live, run_forward(ctx.model, comp.attention, feeds)):
+                rows[i].append(lg.float())
+    return [torch.cat(r) for r in rows]
+
+
+def quality(ctx: RunContext, case: Case, comp: Components) -> list[Metric]:
+    n = min(ctx.preset.engine.prompts, len(ctx.eval_tokens))
+    key = f"baseline-logits-{n}"
+    if key not in ctx.memo:
+        ctx.memo[key] = score(ctx, components(case.family, None, None), n)
+    base = ctx.memo[key]
+    tech = base if registry.get(case.technique).baseline else score(ctx, comp, n)
+    nll, agree, kl, count = 0.0, 0, 0.0, 0
+    for (_, cont), lt, lb in zip(ctx.eval_tokens[:n], tech, base):
+        target = torch.tensor(cont)
+        lp_t = torch.log_softmax(lt, -1)
+        lp_b = torch.log_softmax(lb, -1)
+        nll += -lp_t.gather(1, target[:, None]).sum().item()
+        agree += (lt.argmax(-1) == lb.argmax(-1)).sum().item()
+        kl += (lp_b.exp() * (lp_b - lp_t)).sum().item()
+        count += len(cont)
+    return [
+        scalar("perplexity", math.exp(nll / count), "ppl", "lower"),
+        scalar("top1_agreement", agree / count, "fraction", "higher"),
+        scalar("kl_vs_baseline", kl / count, "nats/token", "lower"),
+    ]
+
+
+def speed(ctx: RunContext, case: Case, comp: Components) -> tuple[list[Metric], dict]:
+    """Repeated generation runs; interleaved with the baseline unless this is the baseline."""
+    e, run = ctx.preset.engine, ctx.preset.run
+    is_base = registry.get(case.technique).baseline
+    base = None if is_base else components(case.family, None, None)
+    generate(ctx, comp, e.batch)  # warm-up, untimed
+    if base is not None:
+        generate(ctx, base, e.batch)
+    tps, pre_tps, e2e, ratios = [], [], [], []
+    last: dict[str, EngineResult] = {}
+    t_end = time.perf_counter() + run.case_budget_s * (1 if is_base else 2)
+    while True:
+        order = [("tech", comp)] if base is None else [("tech", comp), ("base", base)]
+        if base is not None and len(tps) % 2:
+            order.reverse()
+        got = {name: generate(ctx, c, e.batch) for name, c in order}
+        last.update(got)
+        pre, dec, dec_tokens = _phase_times(got["tech"])
+        prompt_tokens = sum(len(r.prompt) for r in got["tech"].requests)
+        tps.append(dec_tokens / dec if dec else math.nan)
+        pre_tps.append(prompt_tokens / pre if pre else math.nan)
+        e2e.append(got["tech"].wall_s)
+        if base is not None:
+            ratios.append(got["base"].wall_s / got["tech"].wall_s)
+        n = len(tps)
+        if n >= e.max_repeats:
+            break
+        if n >= e.min_repeats and (
+            summarize(e2e)["rel_ci"] <= run.target_rel_ci or time.perf_counter() > t_end
+        ):
+            break
+    res = last["tech"]
+    metrics = [
+        from_samples("decode_tokens_per_s", tps, "tok/s", "higher"),
+        from_samples("prefill_tokens_per_s", pre_tps, "tok/s", "higher"),
+        from_samples("batch_latency", e2e, "s", "lower"),
+        scalar("output_tokens", res.output_tokens, "tokens", "higher"),
+    ]
+    if ratios:
+        metrics.append(from_samples("speedup", ratios, "x", "higher"))
+    return metrics, {"result": res, "baseline": last.get("base")}
+
+
+def kv_memory(ctx: RunContext, comp: Components) -> list[Metric]:
+    """KV bytes per token measured from the real tensors after prefilling the eval prompts."""
+    layout = layout_of(ctx.model)
+    total_bytes, total_tokens = 0, 0
+    with torch.inference_mode():
+        for p, c in ctx.eval_tokens[: ctx.preset.engine.batch]:
+            cache = comp.cache.new_cache(layout)
+            run_forward(ctx.model, comp.attention, [Feed(cache, p + c, 0, "none")])
+            total_bytes += cache.nbytes()
+            total_tokens += len(p) + len(c)
+    return [scalar("kv_bytes_per_token", total_bytes / total_tokens, "B", "lower")]
+
+
+def decoding_metrics(res: EngineResult, baseline: EngineResult | None) -> list[Metric]:
+    st = res.decoder_stats
+    out = [scalar("tokens_per_step", st.get("tokens_per_step", 1.0), "tokens", "higher")]
+    if "acceptance_rate" in st:
+        out.append(scalar("acceptance_rate", st["acceptance_rate"], "fraction", "higher"))
+    if baseline is not None:
+        same = sum(a.output == b.output for a, b in zip(res.requests, baseline.requests))
+        out.append(scalar("exact_match", same / len(res.requests), "fraction", "higher"))
+    return out
+
+
+def run(case: Case, ctx: RunContext) -> list[Metric]:
+    if case.family not in _FAMILY_SLOT:
+        raise ValueError(f"family {case.family} has no engine level")
+    comp = components(case.family, case.technique, case.param_dict)
+    metrics, runs = speed(ctx, case, comp)
+    if case.family == "decoding":
+        base = runs["baseline"]
+        if base is None and not isinstance(comp.decoder(), Autoregressive):
+            base = generate(ctx, components("decoding", None, None), ctx.preset.engine.batch)
+        metrics += decoding_metrics(runs["result"], base)
+    else:
+        metrics += quality(ctx, case, comp)
+        metrics += kv_memory(ctx, comp)
+    return metrics

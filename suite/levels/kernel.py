@@ -1,0 +1,131 @@
+"""Kernel level: one operator on synthetic tensors of the model's head layout.
+
+attention: latency of forward (q_len > 1) or decode (q_len == 1), analytic FLOPs and bytes
+turned into TFLOP/s and GB/s, and the max absolute error against dense attention (the dense
+baseline itself is checked against a float64 reference).
+kvcache: per-token append latency over a whole sequence, read latency, bytes per token measured
+from the cache's real tensors, compression ratio against the full cache, reconstruction error.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels_ref.attention import DenseAttention, reference_attention
+from kernels_ref.kvcache import FullKVCacheFactory
+from kernels_ref.protocols import AttentionShape, CacheLayout
+from suite import registry
+from suite.cases import Case
+from suite.context import RunContext
+from suite.levels import Metric, from_samples, scalar
+from suite.timing import measure
+
+
+def _shape(case: Case, ctx: RunContext) -> AttentionShape:
+    spec = next(s for s in ctx.preset.kernel.attention_shapes if s.name == case.workload)
+    cfg = ctx.model_config
+    return AttentionShape(
+        batch=spec.batch,
+        heads=spec.heads or cfg.num_attention_heads,
+        kv_heads=spec.kv_heads or cfg.num_key_value_heads,
+        q_len=spec.q_len,
+        kv_len=spec.kv_len,
+        head_dim=spec.head_dim or cfg.head_dim,
+        dtype_bytes=torch.tensor([], dtype=ctx.dtype).element_size(),
+    )
+
+
+def attention_case(case: Case, ctx: RunContext) -> list[Metric]:
+    shape = _shape(case, ctx)
+    gen = torch.Generator(device="cpu").manual_seed(ctx.preset.run.seed)
+
+    def rand(h: int, n: int) -> torch.Tensor:
+        t = torch.randn(shape.batch, h, n, shape.head_dim, generator=gen)
+        return t.to(device=ctx.device, dtype=ctx.dtype)
+
+    q, k, v = rand(shape.heads, shape.q_len), rand(shape.kv_heads, shape.kv_len), rand(
+        shape.kv_heads, shape.kv_len
+    )
+    backend = registry.get(case.technique).build(case.param_dict)
+    fn = backend.decode if shape.q_len == 1 else backend.forward
+    with torch.inference_mode():
+        out = fn(q, k, v)
+        if registry.get(case.technique).baseline:
+            ref = reference_attention(q.double(), k.double(), v.double())
+        else:
+            ref = DenseAttention().forward(q, k, v)
+        err = (out.double() - ref.double()).abs().max().item()
+        m = measure(lambda: fn(q, k, v), **ctx.timing_options())
+    flops, nbytes = backend.flops(shape), backend.bytes(shape)
+    lat = from_samples("latency", m.samples, "s", "lower")
+    return [
+        lat,
+        from_samples("tflops", [flops / s / 1e12 for s in m.samples], "TFLOP/s", "higher"),
+        from_samples("bandwidth", [nbytes / s / 1e9 for s in m.samples], "GB/s", "higher"),
+        scalar("flops", flops, "FLOP", "lower"),
+        scalar("bytes_moved", nbytes, "B", "lower"),
+        scalar("max_abs_error", err, "abs", "lower"),
+    ]
+
+
+def kvcache_case(case: Case, ctx: RunContext) -> list[Metric]:
+    tokens = int(case.workload.removeprefix("kv-"))
+    cfg = ctx.model_config
+    layout = CacheLayout(
+        num_layers=cfg.num_hidden_layers,
+        kv_heads=cfg.num_key_value_heads,
+        head_dim=cfg.head_dim,
+        dtype=ctx.dtype,
+        device=ctx.device,
+    )
+    gen = torch.Generator(device="cpu").manual_seed(ctx.preset.run.seed)
+    shape = (layout.kv_heads, tokens, layout.head_dim)
+    data = [
+        (torch.randn(shape, generator=gen).to(ctx.device, ctx.dtype),
+         torch.randn(shape, generator=gen).to(ctx.device, ctx.dtype))
+        for _ in range(layout.num_layers)
+    ]
+    factory = registry.get(case.technique).build(case.param_dict)
+
+    def fill_token_by_token():
+        cache = factory.new_cache(layout)
+        for t in range(tokens):
+            for layer, (k, v) in enumerate(data):
+                cache.append(layer, k[:, t : t + 1], v[:, t : t + 1])
+        return cache
+
+    def read_all(cache):
+        for layer in range(layout.num_layers):
+            cache.read(layer)
+
+    opts = ctx.timing_options()
+    with torch.inference_mode():
+        cache = fill_token_by_token()
+        full = FullKVCacheFactory().new_cache(layout)
+        for layer, (k, v) in enumerate(data):
+            full.append(layer, k, v)
+        kerr, verr = [], []
+        for layer, (k, v) in enumerate(data):
+            kr, vr = cache.read(layer)
+            kerr.append(((kr.float() - k.float()).norm() / k.float().norm()).item())
+            verr.append(((vr.float() - v.float()).norm() / v.float().norm()).item())
+        append = measure(fill_token_by_token, **opts)
+        read = measure(lambda: read_all(cache), **opts)
+    per_token = [s / tokens for s in append.samples]
+    nbytes = cache.nbytes()
+    return [
+        from_samples("append_latency_per_token", per_token, "s", "lower"),
+        from_samples("read_latency", read.samples, "s", "lower"),
+        scalar("bytes_per_token", nbytes / tokens, "B", "lower"),
+        scalar("compression_ratio", full.nbytes() / nbytes, "x", "higher"),
+        scalar("key_rel_error", max(kerr), "rel", "lower"),
+        scalar("value_rel_error", max(verr), "rel", "lower"),
+    ]
+
+
+def run(case: Case, ctx: RunContext) -> list[Metric]:
+    if case.family == "attention":
+        return attention_case(case, ctx)
+    if case.family == "kvcache":
+        return kvcache_case(case, ctx)
+    raise ValueError(f"family {case.family} has no kernel level")

@@ -1,0 +1,73 @@
+"""Serving level: timed arrivals through the engine in real time, with the case's scheduler.
+
+Requests take the eval prompts in turn, arrive on the preset's arrival process (Poisson by
+default, seeded), and each generates ``output_tokens`` tokens. The engine runs dense attention,
+the full cache and autoregressive decoding, so only the scheduler differs between cases. Every
+per-request and per-token value is kept as the metric's raw samples.
+"""
+
+from __future__ import annotations
+
+import math
+
+from kernels_ref.engine import Engine, EngineConfig
+from kernels_ref.requests import Request
+from suite import registry
+from suite.cases import Case
+from suite.context import RunContext
+from suite.levels import Metric, from_samples, scalar
+from suite.levels.engine import components
+from suite.serving_metrics import RequestTimeline, serving_summary
+from suite.workloads import ArrivalSpec
+
+def _engine(ctx: RunContext, case: Case) -> Engine:
+    s = ctx.preset.serving
+    comp = components("scheduling", None, None)
+    return Engine(
+        ctx.model,
+        attention=comp.attention,
+        cache_factory=comp.cache,
+        scheduler=registry.get(case.technique).build(case.param_dict),
+        decoder=comp.decoder(),
+        config=EngineConfig(max_batch=s.max_batch, max_tokens=s.max_tokens),
+    )
+
+
+def _requests(ctx: RunContext, times_s: list[float], out_tokens: int) -> list[Request]:
+    prompts = [p for p, _ in ctx.eval_tokens]
+    return [
+        Request(i, prompts[i % len(prompts)], out_tokens, arrival_ns=int(t * 1e9))
+        for i, t in enumerate(times_s)
+    ]
+
+
+def run(case: Case, ctx: RunContext) -> list[Metric]:
+    s, seed = ctx.preset.serving, ctx.preset.run.seed
+    spec = ArrivalSpec(kind=s.arrival, rate=s.rate, n=s.requests, cv=s.cv, seed=seed)
+    times = spec.arrivals()
+    # Warm-up: a few requests at once, untimed, so first-call costs stay out of the figures.
+    _engine(ctx, case).run(_requests(ctx, [0.0] * min(4, s.max_batch), 4))
+    res = _engine(ctx, case).run(_requests(ctx, list(times), s.output_tokens), realtime=True)
+    timelines = [
+        RequestTimeline(
+            arrival_s=r.arrival_ns / 1e9,
+            emissions=tuple((t / 1e9, n) for t, n in r.emissions),
+            prompt_tokens=len(r.prompt),
+        )
+        for r in res.requests
+    ]
+    summ = serving_summary(timelines, dict(s.slo))
+    out: list[Metric] = []
+    for name in ("ttft", "tpot", "itl", "icl", "e2e"):
+        vals = [v for v in summ[name]["values"] if not math.isnan(v)]
+        if vals:
+            out.append(from_samples(name, vals, "s", "lower"))
+    tp, good = summ["throughput"], summ["goodput"]
+    out += [
+        scalar("output_throughput", tp["output_tokens_per_s"], "tok/s", "higher"),
+        scalar("total_throughput", tp["total_tokens_per_s"], "tok/s", "higher"),
+        scalar("request_throughput", tp["requests_per_s"], "req/s", "higher"),
+        scalar("goodput", good["requests_per_s"], "req/s", "higher"),
+        scalar("slo_attainment", good["fraction"], "fraction", "higher"),
+    ]
+    return out

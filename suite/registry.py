@@ -1,0 +1,103 @@
+"""The technique registry: a decorator for adapters, lookup with helpful errors, plugins.
+
+Built-in adapters live in the ``adapters`` package and register on import; third-party
+packages declare modules under the entry-point group ``effbench.techniques`` and are imported
+the same way. Configs only *name* registered techniques: nothing is imported from a config.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
+from typing import Any
+
+from suite.errors import ConfigError
+from suite.technique import FAMILIES, Paper, Param, Technique
+
+ENTRY_POINT_GROUP = "effbench.techniques"
+_REGISTRY: dict[str, Technique] = {}
+_LOADED = False
+
+
+def register(
+    *,
+    name: str,
+    family: str,
+    summary: str,
+    paper: Paper | None = None,
+    lossless: bool = False,
+    baseline: bool = False,
+    params: Iterable[Param] = (),
+    levels: Iterable[str] = ("kernel", "engine"),
+    requires: Iterable[str] = (),
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register the decorated factory as technique ``name``; returns the factory unchanged."""
+
+    def deco(factory: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _REGISTRY and _REGISTRY[name].module != factory.__module__:
+            raise ValueError(
+                f"technique '{name}' is registered twice "
+                f"({_REGISTRY[name].module} and {factory.__module__})"
+            )
+        _REGISTRY[name] = Technique(
+            name=name,
+            family=family,
+            summary=summary,
+            factory=factory,
+            paper=paper,
+            lossless=lossless,
+            baseline=baseline,
+            params=tuple(params),
+            levels=tuple(levels),
+            requires=tuple(requires),
+            module=factory.__module__,
+        )
+        return factory
+
+    return deco
+
+
+def load_all() -> None:
+    """Import every built-in adapter module and every plugin module (once)."""
+    global _LOADED
+    if _LOADED:
+        return
+    import adapters
+
+    for mod in pkgutil.walk_packages(adapters.__path__, prefix="adapters."):
+        importlib.import_module(mod.name)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        importlib.import_module(ep.value.split(":")[0])
+    _LOADED = True
+
+
+def get(name: str, where: str | None = None) -> Technique:
+    """The technique called ``name``; a ConfigError lists the valid names (closest first)."""
+    load_all()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    close = difflib.get_close_matches(name, _REGISTRY, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise ConfigError(
+        f"unknown technique '{name}'{hint}; valid techniques: {sorted(_REGISTRY)}", where
+    )
+
+
+def techniques(family: str | None = None) -> list[Technique]:
+    """Registered techniques, baselines first within each family."""
+    load_all()
+    if family is not None and family not in FAMILIES:
+        raise ConfigError(f"unknown family '{family}'; valid families: {list(FAMILIES)}")
+    found = [t for t in _REGISTRY.values() if family in (None, t.family)]
+    return sorted(found, key=lambda t: (FAMILIES.index(t.family), not t.baseline, t.name))
+
+
+def baseline_of(family: str) -> Technique:
+    """The family's baseline technique (what speedups and quality deltas are relative to)."""
+    for t in techniques(family):
+        if t.baseline:
+            return t
+    raise LookupError(f"family {family} has no registered baseline")

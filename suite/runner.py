@@ -1,0 +1,183 @@
+"""The runner: validate everything, expand the sweep, run each case, journal its records.
+
+Order of work, so that bad input fails before any measurement: preset (already validated on
+load), device, model and draft paths, results folder; then cases run one by one. A case that
+raises (out of memory included) or yields a NaN is recorded as failed with its error, and the
+sweep goes on. Each case's records are journaled as soon as it ends, so a killed run loses no
+finished case, and ``resume`` skips the cases a run already holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from suite import registry
+from suite.cases import Case, expand
+from suite.context import RunContext, check_model
+from suite.devices import describe, resolve_device, resolve_dtype
+from suite.errors import ConfigError
+from suite.levels import Metric
+from suite.levels import engine as engine_level
+from suite.levels import kernel as kernel_level
+from suite.levels import serving as serving_level
+from suite.presets import Preset
+from suite.records import Record
+from suite.store import RunStore, check_writable
+
+LEVEL_RUNNERS: dict[str, Callable[[Case, RunContext], list[Metric]]] = {
+    "kernel": kernel_level.run,
+    "engine": engine_level.run,
+    "serving": serving_level.run,
+}
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    store: RunStore
+    cases: int
+    skipped: int
+    failed: int
+    wall_s: float
+
+
+def with_overrides(preset: Preset, **run_fields: object) -> Preset:
+    """The preset with some [run] settings replaced (CLI flags); None values are ignored."""
+    given = {k: v for k, v in run_fields.items() if v is not None}
+    return dataclasses.replace(preset, run=dataclasses.replace(preset.run, **given))
+
+
+def filter_cases(
+    cases: list[Case], techniques: list[str] | None, levels: list[str] | None
+) -> list[Case]:
+    if techniques:
+        for t in techniques:
+            registry.get(t, "--technique")
+        cases = [c for c in cases if c.technique in techniques]
+    if levels:
+        cases = [c for c in cases if c.level in levels]
+    if not cases:
+        raise ConfigError("no case left to run after --technique/--level filtering")
+    return cases
+
+
+def _records(case: Case, ctx_device: str, run_id: str, metrics: list[Metric]) -> list[Record]:
+    now = time.time_ns()
+    return [
+        Record(
+            run_id=run_id,
+            case_id=case.case_id,
+            technique=case.technique,
+            family=case.family,
+            level=case.level,
+            params=case.param_dict,
+            workload=case.workload,
+            device=ctx_device,
+            metric=m.metric,
+            value=m.value,
+            unit=m.unit,
+            direction=m.direction,
+            samples=m.samples,
+            stats=m.stats,
+            created_ns=now,
+        )
+        for m in metrics
+    ]
+
+
+def _failure(case: Case, device: str, run_id: str, error: str) -> list[Record]:
+    return [
+        Record(
+            run_id=run_id,
+            case_id=case.case_id,
+            technique=case.technique,
+            family=case.family,
+            level=case.level,
+            params=case.param_dict,
+            workload=case.workload,
+            device=device,
+            metric="error",
+            value=math.nan,
+            unit="",
+            direction="lower",
+            status="failed",
+            error=error,
+            created_ns=time.time_ns(),
+        )
+    ]
+
+
+def run_case(case: Case, ctx: RunContext) -> list[Metric]:
+    """Run one case; a NaN metric turns the case into a failure (ValueError)."""
+    metrics = LEVEL_RUNNERS[case.level](case, ctx)
+    bad = [m.metric for m in metrics if isinstance(m.value, float) and math.isnan(m.value)]
+    if bad:
+        raise ValueError(f"metric(s) {bad} came out NaN")
+    return metrics
+
+
+def run(
+    preset: Preset,
+    *,
+    results: str = "results",
+    resume: str | None = None,
+    techniques: list[str] | None = None,
+    levels: list[str] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> RunOutcome:
+    """Run (or resume) a preset and return where its records are."""
+    device = resolve_device(preset.run.device)
+    dtype = resolve_dtype(preset.run.dtype, device)
+    cases = filter_cases(expand(preset, preset.run.device), techniques, levels)
+    check_writable(results)
+    needs_model = any(c.level != "kernel" for c in cases) or any(
+        c.family in ("attention", "kvcache") for c in cases
+    )
+    if needs_model:
+        try:
+            check_model(preset.run.model)
+            if any(c.technique == "speculative" for c in cases):
+                check_model(preset.run.draft)
+        except ValueError as e:
+            raise ConfigError(str(e), "--model") from None
+    config = {"preset": preset.path, "run": dataclasses.asdict(preset.run),
+              "cases": [c.case_id for c in cases]}
+    store = RunStore.open(results, resume) if resume else RunStore.create(
+        results, preset.run.name, config
+    )
+    done = store.completed_cases()
+    todo = [c for c in cases if c.case_id not in done]
+    if preset.run.threads:
+        torch.set_num_threads(preset.run.threads)
+    ctx = RunContext(preset, device, dtype)
+    label = describe(device)
+    failed = 0
+    t0 = time.perf_counter()
+    if done:
+        log(f"resuming {store.run_id}: {len(cases) - len(todo)} case(s) already done")
+    bar = tqdm(todo, desc=preset.run.name, unit="case", disable=not progress, leave=False)
+    for case in bar:
+        bar.set_postfix_str(f"{case.level}:{case.technique}", refresh=True)
+        try:
+            recs = _records(case, label, store.run_id, run_case(case, ctx))
+        except Exception as e:  # noqa: BLE001 - every failure is recorded, the sweep goes on
+            failed += 1
+            if isinstance(e, torch.OutOfMemoryError):
+                torch.cuda.empty_cache()
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            msg = f"{type(e).__name__}: {e} ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})"
+            recs = _failure(case, label, store.run_id, msg)
+            log(f"case failed: {case.case_id}: {msg}")
+        store.append(recs)
+    bar.close()
+    store.finalize()
+    return RunOutcome(store, len(cases), len(cases) - len(todo), failed,
+                      time.perf_counter() - t0)
