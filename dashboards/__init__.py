@@ -1,0 +1,1 @@
+"""The Streamlit dashboard over the results store (pages + pure data/chart functions)."""

@@ -39,7 +39,9 @@ class AttentionShape:
         if min(self.batch, self.heads, self.kv_heads, self.q_len, self.kv_len, self.head_dim) < 1:
             raise ValueError(f"attention shape dims must be >= 1, got {self}")
         if self.heads % self.kv_heads:
-            raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
+            raise ValueError(
+                f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})"
+            )
         if self.q_len > self.kv_len:
             raise ValueError(f"q_len ({self.q_len}) cannot exceed kv_len ({self.kv_len})")
 

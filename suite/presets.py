@@ -183,7 +183,9 @@ def _run_settings(got: Mapping[str, Any], loc: _Locator) -> RunSettings:
     lows = {"seed": 0, "target_rel_ci": 1e-4, "case_budget_s": 0.01, "warmup_s": 0, "threads": 0}
     rs = _fill(RunSettings, got, "run", loc, lows)
     if rs.dtype not in _DTYPES:
-        raise ConfigError(f"dtype '{rs.dtype}' is not one of {list(_DTYPES)}", loc.at("run", "dtype"))
+        raise ConfigError(
+            f"dtype '{rs.dtype}' is not one of {list(_DTYPES)}", loc.at("run", "dtype")
+        )
     return rs
 
 

@@ -15,6 +15,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -137,7 +138,7 @@ def run(
     device = resolve_device(preset.run.device)
     dtype = resolve_dtype(preset.run.dtype, device)
     cases = filter_cases(expand(preset, preset.run.device), techniques, levels)
-    check_writable(results)
+    check_writable(Path(results))
     needs_model = any(c.level != "kernel" for c in cases) or any(
         c.family in ("attention", "kvcache") for c in cases
     )

@@ -18,7 +18,11 @@ from suite.technique import Paper, Param
         Param("group_size", "int", 32, "tokens (keys) / channels (values) per group", min=1),
         Param("residual", "int", 32, "recent tokens kept in full precision", min=0,
               sweep=(16, 32)),
+        Param("materialize", "bool", False, "keep a dequantized copy of old tokens: reads "
+              "get cheap but the memory saving is gone (it is reported apart)"),
     ),
 )
-def kivi(bits: int, group_size: int, residual: int) -> KIVICacheFactory:
-    return KIVICacheFactory(bits=bits, group_size=group_size, residual=residual)
+def kivi(bits: int, group_size: int, residual: int, materialize: bool) -> KIVICacheFactory:
+    return KIVICacheFactory(
+        bits=bits, group_size=group_size, residual=residual, materialize=materialize
+    )

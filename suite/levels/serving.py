@@ -20,6 +20,7 @@ from suite.levels.engine import components
 from suite.serving_metrics import RequestTimeline, serving_summary
 from suite.workloads import ArrivalSpec
 
+
 def _engine(ctx: RunContext, case: Case) -> Engine:
     s = ctx.preset.serving
     comp = components("scheduling", None, None)

@@ -1,0 +1,92 @@
+"""The shipped tiny checkpoints: loadable by effbench and by transformers, small, and trained."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from kernels_ref import evalset
+from kernels_ref.checkpoint import EMBEDDED, load_checkpoint, resolve_model
+from kernels_ref.model import LlamaModel
+from kernels_ref.tokenizer import Tokenizer
+
+# Measured when the shipped checkpoints were trained (see their README.md); the bound leaves room
+# for nothing but a broken model or a broken loader.
+MEASURED_TARGET_EVAL_PPL = 0.0
+MAX_SHIPPED_BYTES = 20 * 1024 * 1024
+
+pytestmark = pytest.mark.skipif(
+    not all((p / "config.json").is_file() for p in EMBEDDED.values()),
+    reason="shipped tiny checkpoints are missing (run `effbench train-tiny`)",
+)
+
+
+@pytest.fixture(scope="module")
+def target() -> tuple[LlamaModel, Tokenizer]:
+    model, tok = load_checkpoint("tiny-target")
+    assert tok is not None
+    return model, tok
+
+
+@pytest.fixture(scope="module")
+def items() -> list[dict]:
+    return evalset.load_evalset()
+
+
+def test_shipped_files_are_small() -> None:
+    files = [f for p in EMBEDDED.values() for f in p.iterdir()]
+    files.append(evalset.DEFAULT_PATH)
+    assert sum(f.stat().st_size for f in files) < MAX_SHIPPED_BYTES
+    assert not [f for f in files if f.suffix in (".bin", ".pt", ".pth")]
+
+
+def test_evalset_shape(items: list[dict]) -> None:
+    assert len(items) == 64
+    assert len({it["id"] for it in items}) == 64
+    assert all(set(it) == {"id", "source", "prompt", "continuation"} for it in items)
+
+
+def test_eval_items_reencode_exactly(target: tuple, items: list[dict]) -> None:
+    _, tok = target
+    for it in items:
+        p, c = tok.encode(it["prompt"]), tok.encode(it["continuation"])
+        assert 88 <= len(p) <= 104 and 56 <= len(c) <= 72
+        assert tok.encode(it["prompt"] + it["continuation"]) == p + c
+
+
+def test_draft_is_small_and_shares_tokenizer(target: tuple) -> None:
+    draft, draft_tok = load_checkpoint("tiny-draft")
+    model, tok = target
+    assert draft.config.num_parameters() < 1_000_000
+    assert sum(p.numel() for p in draft.parameters()) < 1_000_000
+    assert 1_000_000 < model.config.num_parameters() < 10_000_000
+    assert draft.config.vocab_size == model.config.vocab_size
+    text = "for key, value in sorted(mapping.items()):\n"
+    assert draft_tok is not None and draft_tok.encode(text) == tok.encode(text)
+
+
+@pytest.mark.parametrize("name", ["tiny-target", "tiny-draft"])
+def test_transformers_agrees(name: str, items: list[dict]) -> None:
+    transformers = pytest.importorskip("transformers")
+    path: Path = resolve_model(name)
+    ours, tok = load_checkpoint(path)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(path)
+    for it in items[:3]:
+        ids = tok.encode(it["prompt"] + it["continuation"])
+        assert hf_tok(it["prompt"] + it["continuation"])["input_ids"] == ids
+        assert hf_tok.decode(ids) == tok.decode(ids)
+        x = torch.tensor([[tok.bos_id, *ids]])
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), hf.eval()(x).logits, atol=1e-4, rtol=0)
+
+
+def test_target_is_trained(target: tuple, items: list[dict]) -> None:
+    model, tok = target
+    total, count = evalset.continuation_nll(model, tok, items)
+    ppl = math.exp(total / count)
+    assert ppl < 2 * MEASURED_TARGET_EVAL_PPL
+    assert ppl < model.config.vocab_size / 50
