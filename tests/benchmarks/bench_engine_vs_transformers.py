@@ -3,7 +3,8 @@
 Same checkpoint (the shipped tiny target), same prompts, greedy, a fixed number of new tokens,
 batch 1 and 8, runs interleaved (A B A B ...) in one process so machine drift hits both.
 Decode throughput = new tokens after the first / time after the first token, for both sides
-(the first token of each is timed as prefill). Run: ``python tests/benchmarks/bench_engine_vs_transformers.py``.
+(the first token of each is timed as prefill).
+Run: ``python tests/benchmarks/bench_engine_vs_transformers.py``.
 """
 
 from __future__ import annotations
@@ -68,10 +69,12 @@ def main() -> None:
         ours(model, prompts, 4), hf(ref, prompts, 4, tok.pad_id)  # warm-up
         a, b = [], []
         for r in range(args.rounds):
-            pair = [("a", lambda: ours(model, prompts, args.new)),
-                    ("b", lambda: hf(ref, prompts, args.new, tok.pad_id))]
-            for name, fn in (pair if r % 2 == 0 else pair[::-1]):
-                (a if name == "a" else b).append(fn())
+            order = ("a", "b") if r % 2 == 0 else ("b", "a")
+            for name in order:
+                if name == "a":
+                    a.append(ours(model, prompts, args.new))
+                else:
+                    b.append(hf(ref, prompts, args.new, tok.pad_id))
         ma, mb = statistics.median(a), statistics.median(b)
         print(f"{batch:>5} {ma:>16.1f} {mb:>20.1f} {ma / mb:>7.2f}")
 
