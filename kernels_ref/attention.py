@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -191,6 +191,48 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, 
     return q_len, kv_len
 
 
+def padded_decode(
+    q: torch.Tensor, ks: Sequence[torch.Tensor], vs: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """One-query attention for many sequences of different lengths in one SDPA call.
+
+    ``q`` is ``(batch, heads, 1, head_dim)``; ``ks[i]``/``vs[i]`` are ``(kv_heads, T_i,
+    head_dim)``. Keys are zero-padded to the longest sequence and masked, so the packed call
+    gives each sequence exactly its own softmax; equal lengths need no mask at all.
+    """
+    lengths = [k.shape[-2] for k in ks]
+    longest = max(lengths)
+    if min(lengths) == longest:
+        return grouped_decode(q, torch.stack(list(ks)), torch.stack(list(vs)))
+    b, (h, _, d) = len(ks), ks[0].shape
+    kp = q.new_zeros(b, h, longest, d)
+    vp = q.new_zeros(b, h, longest, d)
+    for i, (k, v) in enumerate(zip(ks, vs)):
+        kp[i, :, : lengths[i]] = k
+        vp[i, :, : lengths[i]] = v
+    idx = torch.arange(longest, device=q.device)
+    mask = idx[None, :] < torch.tensor(lengths, device=q.device)[:, None]
+    return grouped_decode(q, kp, vp, mask[:, None, None, :])
+
+
+def grouped_decode(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One-query GQA attention with the query heads folded onto their KV head.
+
+    ``q`` ``(..., heads, 1, head_dim)`` becomes ``(..., kv_heads, group, head_dim)``: with a
+    single query position there is no causal structure, so the ``group`` query heads sharing a
+    KV head are just rows of one attention over that head's keys. This avoids expanding K and V
+    per query head (SDPA's GQA path on CPU is several times slower). ``mask`` broadcasts as
+    ``(..., 1, 1, kv_len)``.
+    """
+    *lead, heads, _, d = q.shape
+    kv_heads = k.shape[-3]
+    qg = q.reshape(*lead, kv_heads, heads // kv_heads, d)
+    out = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask)
+    return out.reshape(*lead, heads, 1, d)
+
+
 class DenseAttention:
     """Exact causal attention with the offset rule (the baseline every technique is scored against).
 
@@ -206,7 +248,7 @@ class DenseAttention:
         if q_len == kv_len:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         if q_len == 1:
-            return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+            return grouped_decode(q, k, v)
         mask = self._masks.get(q_len, kv_len, q.device)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
@@ -215,7 +257,13 @@ class DenseAttention:
         q_len, _ = _check_qkv(q, k, v)
         if q_len != 1:
             raise ValueError(f"decode takes one query, got q_len={q_len}; use forward")
-        return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        return grouped_decode(q, k, v)
+
+    def decode_batch(
+        self, q: torch.Tensor, ks: Sequence[torch.Tensor], vs: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        """Decode for a batch of sequences of different lengths (see ``padded_decode``)."""
+        return padded_decode(q, ks, vs)
 
     def flops(self, shape: AttentionShape) -> float:
         """``4 * batch * heads * head_dim * causal_pairs(q_len, kv_len)`` (see ``causal_pairs``)."""
@@ -267,7 +315,20 @@ class SlidingWindowAttention:
             start = kv_len - self.window
             k = torch.cat((k[..., : self.sinks, :], k[..., start:, :]), dim=-2)
             v = torch.cat((v[..., : self.sinks, :], v[..., start:, :]), dim=-2)
-        return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        return grouped_decode(q, k, v)
+
+    def decode_batch(
+        self, q: torch.Tensor, ks: Sequence[torch.Tensor], vs: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        """Batched decode over each sequence's sinks and window only."""
+        keep = self.sinks + self.window
+        ks = [k if k.shape[-2] <= keep else torch.cat(
+            (k[..., : self.sinks, :], k[..., k.shape[-2] - self.window :, :]), dim=-2)
+            for k in ks]
+        vs = [v if v.shape[-2] <= keep else torch.cat(
+            (v[..., : self.sinks, :], v[..., v.shape[-2] - self.window :, :]), dim=-2)
+            for v in vs]
+        return padded_decode(q, ks, vs)
 
     def flops(self, shape: AttentionShape) -> float:
         """``4 * batch * heads * head_dim * window_pairs(...)`` (see ``window_pairs``)."""

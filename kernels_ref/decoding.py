@@ -46,7 +46,9 @@ class Autoregressive:
 
     def step(self, ctx: StepContext, batch: StepBatch) -> None:
         pre = _prefill_feeds(batch)
-        dec = [(r, Feed(r.cache, r.tokens[r.computed :], r.computed)) for r in batch.decodes]
+        dec_reqs = batch.decodes
+        dec_before = [len(r.output) for r in dec_reqs]
+        dec = [(r, Feed(r.cache, r.tokens[r.computed :], r.computed)) for r in dec_reqs]
         pairs = pre + dec
         logits = ctx.forward([f for _, f in pairs])
         emit_reqs = [(r, lg) for (r, _), lg in zip(pairs, logits) if lg is not None]
@@ -58,11 +60,13 @@ class Autoregressive:
         now = ctx.now()
         for (r, _), tok in zip(emit_reqs, picks):
             r.emit([tok], now)
-        self.steps += 1 if dec else 0
-        self.tokens += len(dec)
+        self.steps += len(dec)
+        self.tokens += sum(len(r.output) - before for r, before in zip(dec_reqs, dec_before))
 
     def stats(self) -> dict[str, Any]:
-        return {"decode_steps": self.steps, "tokens_per_step": 1.0 if self.steps else 0.0}
+        """``decode_steps`` counts (request, step) pairs, as the speculative decoder does."""
+        per_step = self.tokens / self.steps if self.steps else float("nan")
+        return {"decode_steps": self.steps, "tokens_per_step": per_step}
 
 
 @dataclass

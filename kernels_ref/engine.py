@@ -235,16 +235,17 @@ class Engine:
             if req.prompt_left == 0 and n != 1:
                 raise RuntimeError(f"scheduler fed {n} tokens to decoding request {req.rid}")
         batch = StepBatch(list(chosen))
+        prefill_tokens = sum(n for _, n in batch.prefills)
+        decode_requests = len(batch.decodes)
         before = sum(len(r.output) for r, _ in chosen)
         self.decoder.step(self.ctx, batch)
         end = self.ctx.now()
-        emitted = sum(len(r.output) for r, _ in chosen) - before
         rec = StepRecord(
             start_ns=start,
             end_ns=end,
-            prefill_tokens=sum(n for r, n in batch.prefills),
-            decode_requests=len(batch.decodes),
-            emitted_tokens=emitted,
+            prefill_tokens=prefill_tokens,
+            decode_requests=decode_requests,
+            emitted_tokens=sum(len(r.output) for r, _ in chosen) - before,
         )
         self.steps.append(rec)
         for req in [r for r in self.running if r.phase is Phase.FINISHED]:

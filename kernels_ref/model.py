@@ -110,15 +110,23 @@ class Rotary(nn.Module):
         self.register_buffer("cos", emb.cos(), persistent=False)
         self.register_buffer("sin", emb.sin(), persistent=False)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Rotate ``x`` of shape ``(..., tokens, head_dim)`` at ``positions`` ``(tokens,)``."""
+    def tables(
+        self, positions: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cos and sin rows for ``positions``, gathered once and shared by every layer."""
         if positions.numel() and int(positions.max()) >= self.cos.shape[0]:
             raise ValueError(
                 f"position {int(positions.max())} exceeds max_position_embeddings "
                 f"{self.cos.shape[0]}"
             )
-        cos = self.cos[positions].to(x.dtype)
-        sin = self.sin[positions].to(x.dtype)
+        return self.cos[positions].to(dtype), self.sin[positions].to(dtype)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x`` of shape ``(..., tokens, head_dim)`` at ``positions`` ``(tokens,)``."""
+        return self.rotate(x, *self.tables(positions, x.dtype))
+
+    @staticmethod
+    def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         half = x.shape[-1] // 2
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return x * cos + rotated * sin
@@ -221,9 +229,21 @@ class LlamaModel(nn.Module):
             raise ValueError("seq_lens must sum to the number of tokens and match the caches")
         x = self.embed_tokens(input_ids)
         splits = list(seq_lens)
+        batched = len(splits) > 1 and max(splits) == 1 and hasattr(attention, "decode_batch")
+        cos, sin = self.rotary.tables(positions, x.dtype)
         for li, layer in enumerate(self.layers):
             attn = layer.self_attn
-            q, k, v = attn.project(layer.input_layernorm(x), positions, self.rotary)
+            wqkv, wgu = _fused_weights(layer)
+            qkv = F.linear(layer.input_layernorm(x), wqkv)
+            hd = attn.head_dim
+            q, k, v = qkv.split([attn.heads * hd, attn.kv_heads * hd, attn.kv_heads * hd], -1)
+            q = Rotary.rotate(q.view(-1, attn.heads, hd).transpose(0, 1), cos, sin)
+            k = Rotary.rotate(k.view(-1, attn.kv_heads, hd).transpose(0, 1), cos, sin)
+            v = v.view(-1, attn.kv_heads, hd).transpose(0, 1)
+            if batched:
+                x = x + attn.o_proj(self._decode_batch(li, q, k, v, caches, attention))
+                x = x + _fused_mlp(layer, wgu, x)
+                continue
             outs = []
             for qi, ki, vi, cache in zip(
                 q.split(splits, dim=1), k.split(splits, dim=1), v.split(splits, dim=1), caches
@@ -236,7 +256,54 @@ class LlamaModel(nn.Module):
                     outs.append(attention.forward(qi, kc, vc))
             o = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
             x = x + attn.o_proj(o.transpose(0, 1).flatten(-2))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            x = x + _fused_mlp(layer, wgu, x)
         if logits_for is not None:
             x = x[logits_for]
         return self.lm_head(self.norm(x))
+
+    @staticmethod
+    def _decode_batch(
+        li: int,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        caches: Sequence[KVCache],
+        attention: AttentionBackend,
+    ) -> torch.Tensor:
+        """One decode token per sequence: append each, then one padded attention call.
+
+        Used when the backend offers ``decode_batch(q, ks, vs)`` (an optional fast path of the
+        attention protocol); returns the attention output as ``(tokens, hidden)``.
+        """
+        ks, vs = [], []
+        for i, cache in enumerate(caches):
+            cache.append(li, k[:, i : i + 1], v[:, i : i + 1])
+            kc, vc = cache.read(li)
+            ks.append(kc)
+            vs.append(vc)
+        o = attention.decode_batch(q.transpose(0, 1).unsqueeze(2), ks, vs)
+        return o.squeeze(2).flatten(-2)
+
+
+def _fused_weights(layer: DecoderLayer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q/K/V and gate/up weights packed into one matrix each, for the inference path.
+
+    One matmul instead of three (and two) per layer matters at small batch, where per-call
+    overhead dominates. The packed copies are cached on the layer and rebuilt when any source
+    weight changes (its storage or version), so training and ``.to()`` stay correct; the
+    Hugging Face parameter names and the state dict are untouched.
+    """
+    a, m = layer.self_attn, layer.mlp
+    ws = (a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, m.gate_proj.weight, m.up_proj.weight)
+    key = tuple((w.data_ptr(), w._version) for w in ws)
+    cached = layer.__dict__.get("_fused")
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = (key, torch.cat(ws[:3]), torch.cat(ws[3:]))
+        layer.__dict__["_fused"] = cached
+    return cached[1], cached[2]
+
+
+def _fused_mlp(layer: DecoderLayer, wgu: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    gate, up = F.linear(layer.post_attention_layernorm(x), wgu).chunk(2, dim=-1)
+    return layer.mlp.down_proj(F.silu(gate) * up)

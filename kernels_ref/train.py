@@ -232,8 +232,15 @@ def _recipe_dict(recipe: TinyRecipe) -> dict:
 
 def train_tiny(out_dir: Path, recipe: TinyRecipe = DEFAULT_RECIPE, log: Log = print) -> dict:
     """Train tokenizer, eval set, target and draft; write checkpoints and cards; summarise."""
-    out_dir = Path(out_dir)
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
+    try:
+        return _train_tiny(Path(out_dir), recipe, log)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train_tiny(out_dir: Path, recipe: TinyRecipe, log: Log) -> dict:
     t_start = time.perf_counter()
     train_docs, heldout_docs = corpus.split_documents(corpus.load_documents())
     if recipe.max_train_files is not None:

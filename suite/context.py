@@ -73,14 +73,20 @@ class RunContext:
 
     @cached_property
     def eval_tokens(self) -> list[tuple[list[int], list[int]]]:
-        """(prompt ids, continuation ids) of every eval item, tokenized once."""
+        """(BOS + prompt ids, continuation ids) of every eval item, tokenized once.
+
+        BOS is prepended as in training and in the model card's perplexity figures.
+        """
         tok = self.tokenizer
-        return [(tok.encode(it["prompt"]), tok.encode(it["continuation"])) for it in self.evalset]
+        return [
+            ([tok.bos_id, *tok.encode(it["prompt"])], tok.encode(it["continuation"]))
+            for it in self.evalset
+        ]
 
     def timing_options(self) -> dict[str, Any]:
         r = self.preset.run
         return {
-            "device": self.device.type,
+            "device": str(self.device),
             "target_rel_ci": r.target_rel_ci,
             "budget_s": r.case_budget_s,
             "warmup_s": r.warmup_s,

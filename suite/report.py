@@ -219,7 +219,10 @@ def _rows(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def summary_table(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """One table per family from a records frame (``store.load_records``), families in order.
+    """One table per family and level from a records frame (``store.load_records``).
+
+    Keys are ``"family / level"`` in family then level order: metrics differ by level, so
+    splitting keeps each table narrow enough to read.
 
     Rows are (level, workload, technique, params), plus ``run`` first when the frame holds more
     than one run; columns are the metrics, each cell a formatted median with its relative CI.
@@ -241,7 +244,14 @@ def summary_table(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         frame["family"].unique(),
         key=lambda f: (FAMILIES.index(f) if f in FAMILIES else len(FAMILIES), f),
     )
-    return {f: _family_table(frame[frame["family"] == f], keys) for f in families}
+    out: dict[str, pd.DataFrame] = {}
+    for f in families:
+        fam = frame[frame["family"] == f]
+        for level in sorted(fam["level"].unique(), key=lambda lv: _rank(pd.Series([lv]),
+                                                                         LEVELS).iloc[0]):
+            table = _family_table(fam[fam["level"] == level], keys)
+            out[f"{f} / {level}"] = table.drop(columns="level")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,6 +293,31 @@ def _render_plain(tables: dict[str, pd.DataFrame], width: int) -> str:
     return "\n".join(parts)
 
 
+def _column_chunks(table: pd.DataFrame, width: int) -> list[list[str]]:
+    """Split metric columns into groups that fit ``width`` beside the key columns.
+
+    Wide tables are printed as several narrower ones (the key columns repeated) rather than
+    squeezed: a folded technique name or a cut number is unreadable.
+    """
+    def natural(col: str) -> int:
+        cells = [len(str(v)) for v in table[col]] + [len(str(col))]
+        return max(cells) + 2
+
+    keys = [c for c in table.columns if _is_key(c) and c != ERROR_COLUMN]
+    rest = [c for c in table.columns if c not in keys]
+    budget = width - sum(natural(c) for c in keys)
+    chunks: list[list[str]] = [[]]
+    used = 0
+    for col in rest:
+        w = natural(col)
+        if chunks[-1] and used + w > budget:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(col)
+        used += w
+    return [keys + c for c in chunks]
+
+
 def _render_rich(tables: dict[str, pd.DataFrame], width: int) -> str:
     from rich import box
     from rich.console import Console
@@ -290,14 +325,17 @@ def _render_rich(tables: dict[str, pd.DataFrame], width: int) -> str:
 
     out = io.StringIO()
     console = Console(file=out, width=width, color_system=None, force_terminal=False)
-    for family, table in tables.items():
-        t = Table(title=family, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-        for col in table.columns:
-            if _is_key(col):
-                t.add_column(str(col), justify="left", overflow="fold")
-            else:  # a wrapped number is unreadable: let key and error columns give way first
-                t.add_column(str(col), justify="right", no_wrap=True, overflow="ellipsis")
-        for row in table.itertuples(index=False):
-            t.add_row(*(str(v) for v in row))
-        console.print(t)
+    for family, full in tables.items():
+        for i, cols in enumerate(_column_chunks(full, width)):
+            table = full[cols]
+            title = family if i == 0 else f"{family} (continued)"
+            t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+            for col in table.columns:
+                if _is_key(col):
+                    t.add_column(str(col), justify="left", overflow="fold")
+                else:  # a wrapped number is unreadable: let key and error columns give way
+                    t.add_column(str(col), justify="right", no_wrap=True, overflow="ellipsis")
+            for row in table.itertuples(index=False):
+                t.add_row(*(str(v) for v in row))
+            console.print(t)
     return "\n".join(line.rstrip() for line in out.getvalue().splitlines()) + "\n"

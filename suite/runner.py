@@ -117,6 +117,8 @@ def _failure(case: Case, device: str, run_id: str, error: str) -> list[Record]:
 
 def run_case(case: Case, ctx: RunContext) -> list[Metric]:
     """Run one case; a NaN metric turns the case into a failure (ValueError)."""
+    if "cuda" in registry.get(case.technique).requires and ctx.device.type != "cuda":
+        raise RuntimeError(f"technique {case.technique} requires a CUDA device")
     metrics = LEVEL_RUNNERS[case.level](case, ctx)
     bad = [m.metric for m in metrics if isinstance(m.value, float) and math.isnan(m.value)]
     if bad:
@@ -145,7 +147,7 @@ def run(
     if needs_model:
         try:
             check_model(preset.run.model)
-            if any(c.technique == "speculative" for c in cases):
+            if any("draft-model" in registry.get(c.technique).requires for c in cases):
                 check_model(preset.run.draft)
         except ValueError as e:
             raise ConfigError(str(e), "--model") from None

@@ -65,16 +65,16 @@ METRICS: dict[str, MetricInfo] = {
     "icl": MetricInfo("s", "lower", "inter-chunk latency: gap between consecutive emissions"),
     "e2e": MetricInfo("s", "lower", "end-to-end latency: last emission time - arrival"),
     "output_throughput": MetricInfo(
-        "tokens/s", "higher", "output tokens of finished requests / duration"
+        "tok/s", "higher", "output tokens of finished requests / duration"
     ),
     "total_throughput": MetricInfo(
-        "tokens/s", "higher", "prompt + output tokens of finished requests / duration"
+        "tok/s", "higher", "prompt + output tokens of finished requests / duration"
     ),
-    "request_throughput": MetricInfo("requests/s", "higher", "finished requests / duration"),
+    "request_throughput": MetricInfo("req/s", "higher", "finished requests / duration"),
     "goodput": MetricInfo(
-        "requests/s", "higher", "finished requests meeting all given SLOs / duration"
+        "req/s", "higher", "finished requests meeting all given SLOs / duration"
     ),
-    "goodput_fraction": MetricInfo(
+    "slo_attainment": MetricInfo(
         "fraction", "higher", "requests meeting all given SLOs / all requests"
     ),
     "duration": MetricInfo(

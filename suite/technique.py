@@ -15,6 +15,14 @@ from suite.errors import ConfigError
 
 FAMILIES = ("attention", "kvcache", "scheduling", "decoding")
 LEVELS = ("kernel", "engine", "serving")
+# The levels at which each family's protocol object can be measured by the runner.
+FAMILY_LEVELS = {
+    "attention": ("kernel", "engine"),
+    "kvcache": ("kernel", "engine"),
+    "scheduling": ("serving",),
+    "decoding": ("engine",),
+}
+REQUIREMENTS = ("draft-model", "cuda")
 _TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
 
 
@@ -102,9 +110,18 @@ class Technique:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"technique {self.name}: family must be one of {list(FAMILIES)}")
-        bad = set(self.levels) - set(LEVELS)
-        if bad:
-            raise ValueError(f"technique {self.name}: unknown levels {sorted(bad)}")
+        bad = set(self.levels) - set(FAMILY_LEVELS[self.family])
+        if bad or not self.levels:
+            raise ValueError(
+                f"technique {self.name}: levels {sorted(bad) or '()'} are not measurable for "
+                f"family {self.family}; valid: {list(FAMILY_LEVELS[self.family])}"
+            )
+        unknown = set(self.requires) - set(REQUIREMENTS)
+        if unknown:
+            raise ValueError(
+                f"technique {self.name}: unknown requirements {sorted(unknown)}; "
+                f"valid: {list(REQUIREMENTS)}"
+            )
 
     @property
     def param_names(self) -> list[str]:

@@ -12,6 +12,7 @@ from suite.technique import Paper, Param
     "a prefix by the rejection rule (output distribution unchanged).",
     paper=Paper("Fast Inference from Transformers via Speculative Decoding", "2211.17192"),
     lossless=True,
+    requires=("draft-model",),
     params=(
         Param("k", "int", 4, "draft tokens proposed per step", min=1, max=16, sweep=(2, 4, 6)),
     ),

@@ -17,7 +17,7 @@ from suite.cases import Case
 from suite.context import RunContext
 from suite.levels import Metric, from_samples, scalar
 from suite.levels.engine import components
-from suite.serving_metrics import RequestTimeline, serving_summary
+from suite.serving_metrics import LATENCY_METRICS, METRICS, RequestTimeline, serving_summary
 from suite.workloads import ArrivalSpec
 
 
@@ -59,16 +59,18 @@ def run(case: Case, ctx: RunContext) -> list[Metric]:
     ]
     summ = serving_summary(timelines, dict(s.slo))
     out: list[Metric] = []
-    for name in ("ttft", "tpot", "itl", "icl", "e2e"):
+    for name in LATENCY_METRICS:
         vals = [v for v in summ[name]["values"] if not math.isnan(v)]
         if vals:
-            out.append(from_samples(name, vals, "s", "lower"))
+            out.append(from_samples(name, vals, METRICS[name].unit, METRICS[name].direction))
     tp, good = summ["throughput"], summ["goodput"]
-    out += [
-        scalar("output_throughput", tp["output_tokens_per_s"], "tok/s", "higher"),
-        scalar("total_throughput", tp["total_tokens_per_s"], "tok/s", "higher"),
-        scalar("request_throughput", tp["requests_per_s"], "req/s", "higher"),
-        scalar("goodput", good["requests_per_s"], "req/s", "higher"),
-        scalar("slo_attainment", good["fraction"], "fraction", "higher"),
-    ]
+    scalars = {
+        "output_throughput": tp["output_tokens_per_s"],
+        "total_throughput": tp["total_tokens_per_s"],
+        "request_throughput": tp["requests_per_s"],
+        "goodput": good["requests_per_s"],
+        "slo_attainment": good["fraction"],
+        "duration": tp["duration_s"],
+    }
+    out += [scalar(k, v, METRICS[k].unit, METRICS[k].direction) for k, v in scalars.items()]
     return out

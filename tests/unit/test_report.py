@@ -80,8 +80,8 @@ def test_one_row_per_configuration_with_metric_columns() -> None:
     before = df.copy()
     tables = summary_table(df)
     pd.testing.assert_frame_equal(df, before)  # pure: input untouched
-    table = tables["attention"]
-    keys = ["level", "workload", "technique", "params"]
+    table = tables["attention / kernel"]
+    keys = ["workload", "technique", "params"]
     assert list(table.columns) == [*keys, "latency", "throughput", "peak_memory"]
     assert list(table["params"]) == ["window=128", "window=64"]
     row = table.set_index("params").loc["window=64"]
@@ -104,7 +104,7 @@ def test_failed_case_shows_its_error() -> None:
             ),
         ]
     )
-    table = summary_table(df)["attention"].set_index("technique")
+    table = summary_table(df)["attention / kernel"].set_index("technique")
     assert table.loc["flash", "error"] == "failed: RuntimeError: CUDA out of memory"
     assert table.loc["flash", "latency"] == ""
     assert table.loc["dense", "error"] == ""
@@ -121,15 +121,15 @@ def test_split_per_family() -> None:
         ]
     )
     tables = summary_table(df)
-    assert list(tables) == ["attention", "kvcache", "zzz-custom"]
-    assert "kv_bytes" not in tables["attention"].columns
-    assert list(tables["kvcache"]["kv_bytes"]) == ["4.00 KiB ±8.0%"]
-    assert list(tables["kvcache"]["technique"]) == ["paged"]
+    assert list(tables) == ["attention / kernel", "kvcache / kernel", "zzz-custom / kernel"]
+    assert "kv_bytes" not in tables["attention / kernel"].columns
+    assert list(tables["kvcache / kernel"]["kv_bytes"]) == ["4.00 KiB ±8.0%"]
+    assert list(tables["kvcache / kernel"]["technique"]) == ["paged"]
 
 
 def test_several_runs_get_a_run_column() -> None:
     df = records_to_frame([rec("c1"), rec("c1", run_id="20261125-000000-smoke-beef")])
-    table = summary_table(df)["attention"]
+    table = summary_table(df)["attention / kernel"]
     assert table.columns[0] == "run" and len(table) == 2
 
 
