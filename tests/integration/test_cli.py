@@ -125,7 +125,7 @@ def test_failing_case_is_recorded_and_sweep_goes_on(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text(Path(MINI).read_text().replace(
         'shapes = [{ name = "p32"', 'shapes = [{ name = "huge", batch = 1, q_len = 1, '
-        'kv_len = 10, head_dim = 3 }, { name = "p32"'))
+        'kv_len = 10, kv_heads = 3 }, { name = "p32"'))
     out = _run("run", str(bad), "--results", str(tmp_path / "r"), "--level", "kernel",
                "--no-progress")
     assert out.returncode == 0, out.stderr
