@@ -90,6 +90,7 @@ class RunContext:
             "target_rel_ci": r.target_rel_ci,
             "budget_s": r.case_budget_s,
             "warmup_s": r.warmup_s,
+            "cold_cache": r.cold_cache,
         }
 
 

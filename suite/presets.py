@@ -41,6 +41,7 @@ class RunSettings:
     case_budget_s: float = 3.0
     warmup_s: float = 0.05
     threads: int = 0
+    cold_cache: bool = False
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from suite.technique import Paper, Param
         Param("residual", "int", 32, "recent tokens kept in full precision", min=0,
               sweep=(16, 32)),
         Param("materialize", "bool", False, "keep a dequantized copy of old tokens: reads "
-              "get cheap but the memory saving is gone (it is reported apart)"),
+              "get cheap, but that copy (not counted in bytes_per_token) undoes the saving"),
     ),
 )
 def kivi(bits: int, group_size: int, residual: int, materialize: bool) -> KIVICacheFactory:

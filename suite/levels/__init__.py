@@ -23,13 +23,30 @@ class Metric:
 
 
 def from_samples(
-    metric: str, samples: Sequence[float], unit: str, direction: str
+    metric: str,
+    samples: Sequence[float],
+    unit: str,
+    direction: str,
+    extra: dict[str, float] | None = None,
 ) -> Metric:
-    """A metric whose value is the median of its raw samples (kept with their statistics)."""
-    st = summarize(list(samples))
+    """A metric whose value is the median of its raw samples (kept with their statistics).
+
+    ``extra`` adds how the samples were taken (inner iterations, convergence) to the stats.
+    """
+    st = {**summarize(list(samples)), **(extra or {})}
     return Metric(metric, st["median"], unit, direction, tuple(float(s) for s in samples), st)
 
 
 def scalar(metric: str, value: float, unit: str, direction: str) -> Metric:
     """A deterministic metric (bytes, FLOPs, exact match...): one value, no spread."""
     return Metric(metric, float(value), unit, direction, (float(value),), {"n": 1})
+
+
+def timing_extra(m: object) -> dict[str, float]:
+    """What a ``suite.timing.Measurement`` says about its own quality, as stats fields."""
+    return {
+        "inner_iters": float(m.inner_iters),
+        "converged": float(m.converged),
+        "cold_cache": float(m.cold_cache),
+        "elapsed_s": float(m.elapsed_s),
+    }

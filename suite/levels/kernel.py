@@ -17,7 +17,7 @@ from kernels_ref.protocols import AttentionShape, CacheLayout
 from suite import registry
 from suite.cases import Case
 from suite.context import RunContext
-from suite.levels import Metric, from_samples, scalar
+from suite.levels import Metric, from_samples, scalar, timing_extra
 from suite.timing import measure
 
 
@@ -57,7 +57,7 @@ def attention_case(case: Case, ctx: RunContext) -> list[Metric]:
         err = (out.double() - ref.double()).abs().max().item()
         m = measure(lambda: fn(q, k, v), **ctx.timing_options())
     flops, nbytes = backend.flops(shape), backend.bytes(shape)
-    lat = from_samples("latency", m.samples, "s", "lower")
+    lat = from_samples("latency", m.samples, "s", "lower", timing_extra(m))
     return [
         lat,
         from_samples("tflops", [flops / s / 1e12 for s in m.samples], "TFLOP/s", "higher"),
@@ -114,8 +114,8 @@ def kvcache_case(case: Case, ctx: RunContext) -> list[Metric]:
     per_token = [s / tokens for s in append.samples]
     nbytes = cache.nbytes()
     return [
-        from_samples("append_latency_per_token", per_token, "s", "lower"),
-        from_samples("read_latency", read.samples, "s", "lower"),
+        from_samples("append_latency_per_token", per_token, "s", "lower", timing_extra(append)),
+        from_samples("read_latency", read.samples, "s", "lower", timing_extra(read)),
         scalar("bytes_per_token", nbytes / tokens, "B", "lower"),
         scalar("compression_ratio", full.nbytes() / nbytes, "x", "higher"),
         scalar("key_rel_error", max(kerr), "rel", "lower"),
