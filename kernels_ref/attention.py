@@ -215,6 +215,16 @@ def padded_decode(
     return grouped_decode(q, kp, vp, mask[:, None, None, :])
 
 
+def length_mask(
+    lengths: Sequence[int], longest: int, device: torch.device
+) -> torch.Tensor | None:
+    """``(batch, 1, 1, longest)`` mask of each sequence's real keys; None if all are full."""
+    if min(lengths) == longest:
+        return None
+    idx = torch.arange(longest, device=device)
+    return (idx[None, :] < torch.tensor(list(lengths), device=device)[:, None])[:, None, None]
+
+
 def grouped_decode(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -264,6 +274,12 @@ class DenseAttention:
     ) -> torch.Tensor:
         """Decode for a batch of sequences of different lengths (see ``padded_decode``)."""
         return padded_decode(q, ks, vs)
+
+    def decode_padded(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: Sequence[int]
+    ) -> torch.Tensor:
+        """Decode over already padded ``(batch, kv_heads, longest, head_dim)`` keys/values."""
+        return grouped_decode(q, k, v, length_mask(lengths, k.shape[-2], q.device))
 
     def flops(self, shape: AttentionShape) -> float:
         """``4 * batch * heads * head_dim * causal_pairs(q_len, kv_len)`` (see ``causal_pairs``)."""

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kernels_ref.kvpool import append_and_gather
 from kernels_ref.protocols import AttentionBackend, KVCache
 
 
@@ -273,8 +274,19 @@ class LlamaModel(nn.Module):
         """One decode token per sequence: append each, then one padded attention call.
 
         Used when the backend offers ``decode_batch(q, ks, vs)`` (an optional fast path of the
-        attention protocol); returns the attention output as ``(tokens, hidden)``.
+        attention protocol); when every cache is a slot of one ``KVPool`` and the backend has
+        ``decode_padded(q, k, v, lengths)``, the pool's padded view is used without copies.
+        Returns the attention output as ``(tokens, hidden)``.
         """
+        pool = getattr(caches[0], "pool", None)
+        if (
+            pool is not None
+            and hasattr(attention, "decode_padded")
+            and all(getattr(c, "pool", None) is pool for c in caches)
+        ):
+            kp, vp, lengths = append_and_gather(caches, li, k, v)
+            o = attention.decode_padded(q.transpose(0, 1).unsqueeze(2), kp, vp, lengths)
+            return o.squeeze(2).flatten(-2)
         ks, vs = [], []
         for i, cache in enumerate(caches):
             cache.append(li, k[:, i : i + 1], v[:, i : i + 1])

@@ -167,8 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_query)
 
     p = sub.add_parser("train-tiny", help="retrain the embedded tiny models from their recipe")
-    p.add_argument("--out", default="kernels_ref/checkpoints",
-                   help="folder for tiny-target/ and tiny-draft/")
+    p.add_argument("--out", default="tiny-models",
+                   help="output folder: OUT/checkpoints/tiny-{target,draft}/ and "
+                   "OUT/data/eval.jsonl (use --out kernels_ref to replace the shipped ones)")
     p.add_argument("--steps", type=int, help="override the target's training steps")
     p.add_argument("--quick", action="store_true", help="a few steps on a small slice (tests)")
     p.set_defaults(func=_cmd_train_tiny)

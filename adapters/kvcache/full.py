@@ -1,15 +1,16 @@
 """The full-precision KV cache: the KV-cache family's baseline."""
 
-from kernels_ref.kvcache import FullKVCacheFactory
+from kernels_ref.kvpool import PooledKVCacheFactory
 from suite.registry import register
 
 
 @register(
     name="full-cache",
     family="kvcache",
-    summary="Keys and values kept at the model's precision in growing per-layer buffers.",
+    summary="Keys and values at the model's precision, each sequence a slot of one shared "
+    "per-layer buffer (batched decode reads it without copies).",
     lossless=True,
     baseline=True,
 )
-def full_cache() -> FullKVCacheFactory:
-    return FullKVCacheFactory()
+def full_cache() -> PooledKVCacheFactory:
+    return PooledKVCacheFactory()

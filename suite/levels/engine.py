@@ -1,8 +1,9 @@
 """Engine level: the reference engine runs the model with the technique plugged in.
 
 Speed and quality come from the same run of the same components:
-- speed: ``batch`` eval prompts generate ``max_new_tokens`` each, offline (all present at t=0),
-  repeated until the median's confidence interval is within the target or the budget is spent.
+- speed: ``prompts`` eval prompts generate ``max_new_tokens`` each, offline (all present at
+  t=0, at most ``batch`` running at once), repeated until the median's confidence interval is
+  within the target or the budget is spent.
   Non-baseline techniques run interleaved with their family's baseline (A B A B ...), so the
   speedup is a ratio of runs measured side by side.
 - quality (attention, KV cache): the eval continuations are teacher-forced through the same
@@ -62,8 +63,9 @@ def components(family: str, technique: str | None, params: dict | None) -> Compo
 
 
 def generate(ctx: RunContext, comp: Components, max_batch: int) -> EngineResult:
+    """One offline run: the first ``prompts`` eval prompts, at most ``max_batch`` at a time."""
     e = ctx.preset.engine
-    prompts = [p for p, _ in ctx.eval_tokens[: e.batch]]
+    prompts = [p for p, _ in ctx.eval_tokens[: e.prompts]]
     engine = Engine(
         ctx.model,
         attention=comp.attention,

@@ -62,7 +62,10 @@ def run(case: Case, ctx: RunContext) -> list[Metric]:
     for name in LATENCY_METRICS:
         vals = [v for v in summ[name]["values"] if not math.isnan(v)]
         if vals:
-            out.append(from_samples(name, vals, METRICS[name].unit, METRICS[name].direction))
+            tails = {q: float(summ[name][q]) for q in ("p90", "p99")}
+            out.append(
+                from_samples(name, vals, METRICS[name].unit, METRICS[name].direction, tails)
+            )
     tp, good = summ["throughput"], summ["goodput"]
     scalars = {
         "output_throughput": tp["output_tokens_per_s"],

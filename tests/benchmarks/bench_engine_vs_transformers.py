@@ -20,13 +20,13 @@ from kernels_ref.checkpoint import EMBEDDED, load_checkpoint
 from kernels_ref.decoding import Autoregressive
 from kernels_ref.engine import Engine, EngineConfig
 from kernels_ref.evalset import load_evalset
-from kernels_ref.kvcache import FullKVCacheFactory
+from kernels_ref.kvpool import PooledKVCacheFactory
 from kernels_ref.requests import Request
 from kernels_ref.scheduling import ContinuousBatching
 
 
 def ours(model, prompts: list[list[int]], new: int) -> float:
-    eng = Engine(model, attention=DenseAttention(), cache_factory=FullKVCacheFactory(),
+    eng = Engine(model, attention=DenseAttention(), cache_factory=PooledKVCacheFactory(),
                  scheduler=ContinuousBatching(), decoder=Autoregressive(),
                  config=EngineConfig(max_batch=len(prompts), max_tokens=1 << 16))
     res = eng.run([Request(i, p, new) for i, p in enumerate(prompts)])
