@@ -69,6 +69,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             techniques=args.technique,
             levels=args.level,
             progress=not args.no_progress,
+            profile=[p for p in (args.profile or "").split(",") if p] or None,
         )
     except KeyboardInterrupt:
         print("\ninterrupted: finished cases are journaled; rerun with --resume latest",
@@ -150,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--technique", action="append", help="only this technique (repeatable)")
     p.add_argument("--level", action="append", choices=LEVELS, help="only this level")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--profile", metavar="P1,P2", help="attach profilers to every case "
+                   "(tklqt, energy, bandwidth, host, memory)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("report", help="summary tables of a run")

@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
@@ -25,13 +26,16 @@ from suite.cases import Case, expand
 from suite.context import RunContext, check_model
 from suite.devices import describe, resolve_device, resolve_dtype
 from suite.errors import ConfigError
-from suite.levels import Metric
+from suite.levels import Metric, scalar
 from suite.levels import engine as engine_level
 from suite.levels import kernel as kernel_level
 from suite.levels import serving as serving_level
 from suite.presets import Preset
 from suite.records import Record
 from suite.store import RunStore, check_writable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from profilers.base import ProfileResult
 
 LEVEL_RUNNERS: dict[str, Callable[[Case, RunContext], list[Metric]]] = {
     "kernel": kernel_level.run,
@@ -115,6 +119,31 @@ def _failure(case: Case, device: str, run_id: str, error: str) -> list[Record]:
     ]
 
 
+def _profiler_records(
+    case: Case, device: str, run_id: str, results: list[ProfileResult]
+) -> list[Record]:
+    """Profiler metrics as records named ``profiler.metric``; unavailable ones as skipped.
+
+    A profiler result carries no direction, so it is read from the unit: rates (``.../s``)
+    are better higher, everything else a profiler reports (J, W, s, B) better lower.
+    """
+    metrics, skipped = [], []
+    for r in results:
+        if r.unavailable:
+            skipped.append(Record(
+                run_id=run_id, case_id=case.case_id, technique=case.technique,
+                family=case.family, level=case.level, params=case.param_dict,
+                workload=case.workload, device=device, metric=f"{r.profiler}.unavailable",
+                value=math.nan, unit="", direction="lower", status="skipped",
+                error=r.unavailable, created_ns=time.time_ns(),
+            ))
+            continue
+        for name, (value, unit) in r.metrics.items():
+            direction = "higher" if unit.endswith("/s") else "lower"
+            metrics.append(scalar(f"{r.profiler}.{name}", value, unit, direction))
+    return _records(case, device, run_id, metrics) + skipped
+
+
 def run_case(case: Case, ctx: RunContext) -> list[Metric]:
     """Run one case; a NaN metric turns the case into a failure (ValueError)."""
     if "cuda" in registry.get(case.technique).requires and ctx.device.type != "cuda":
@@ -134,13 +163,26 @@ def run(
     techniques: list[str] | None = None,
     levels: list[str] | None = None,
     progress: bool = True,
+    profile: list[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> RunOutcome:
-    """Run (or resume) a preset and return where its records are."""
+    """Run (or resume) a preset and return where its records are.
+
+    ``profile`` names profilers (``profilers.registry``) attached to every case; each case's
+    artifacts (traces, py-spy output) go under ``<run>/artifacts/<case index>/``.
+    """
     device = resolve_device(preset.run.device)
     dtype = resolve_dtype(preset.run.dtype, device)
     cases = filter_cases(expand(preset, preset.run.device), techniques, levels)
     check_writable(Path(results))
+    if profile:
+        from profilers.registry import PROFILERS
+
+        bad = [p for p in profile if p not in PROFILERS]
+        if bad:
+            raise ConfigError(
+                f"unknown profiler {bad[0]!r}; valid profilers: {sorted(PROFILERS)}", "--profile"
+            )
     needs_model = any(c.level != "kernel" for c in cases) or any(
         c.family in ("attention", "kvcache") for c in cases
     )
@@ -170,7 +212,10 @@ def run(
     for case in bar:
         bar.set_postfix_str(f"{case.level}:{case.technique}", refresh=True)
         try:
-            recs = _records(case, label, store.run_id, run_case(case, ctx))
+            if profile:
+                recs = _profiled(case, ctx, label, store, profile, cases.index(case))
+            else:
+                recs = _records(case, label, store.run_id, run_case(case, ctx))
         except Exception as e:  # noqa: BLE001 - every failure is recorded, the sweep goes on
             failed += 1
             if isinstance(e, torch.OutOfMemoryError):
@@ -184,3 +229,19 @@ def run(
     store.finalize()
     return RunOutcome(store, len(cases), len(cases) - len(todo), failed,
                       time.perf_counter() - t0)
+
+
+def _profiled(
+    case: Case, ctx: RunContext, label: str, store: RunStore, names: list[str], index: int
+) -> list[Record]:
+    from profilers.registry import build
+
+    from profilers import collect
+
+    artifacts = store.run_dir / "artifacts" / f"{index:04d}"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    with collect(build(names, str(ctx.device), artifacts)) as got:
+        metrics = run_case(case, ctx)
+    return _records(case, label, store.run_id, metrics) + _profiler_records(
+        case, label, store.run_id, got.results
+    )
