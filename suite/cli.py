@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from suite.errors import EffbenchError
+from suite.errors import ConfigError, EffbenchError
 from suite.technique import FAMILIES, LEVELS
 
 
@@ -124,6 +124,18 @@ def _cmd_train_tiny(args: argparse.Namespace) -> int:
     return int(train.main(argv) or 0)
 
 
+def _user_errors(handler):
+    """Wrap a handler whose ValueErrors are the user's input (a bad file), not bugs."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="effbench",
@@ -168,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sql")
     p.add_argument("--results", default="results")
     p.set_defaults(func=_cmd_query)
+
+    from profilers import tklqt_cli
+
+    p = tklqt_cli.add_parser(sub)
+    p.set_defaults(func=_user_errors(tklqt_cli.run))
 
     p = sub.add_parser("train-tiny", help="retrain the embedded tiny models from their recipe")
     p.add_argument("--out", default="tiny-models",
