@@ -116,6 +116,17 @@ def _cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dash(args: argparse.Namespace) -> int:
+    """Start the Streamlit dashboard; suite never imports dashboards, it runs its launcher."""
+    import runpy
+
+    launch = Path(__file__).resolve().parents[1] / "dashboards" / "launch.py"
+    if not launch.is_file():
+        raise EffbenchError(f"the dashboard is not installed ({launch} is missing)")
+    main = runpy.run_path(str(launch))["main"]
+    return main(["--results", args.results, "--host", args.host, "--port", str(args.port)])
+
+
 def _cmd_train_tiny(args: argparse.Namespace) -> int:
     from kernels_ref import train
 
@@ -180,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sql")
     p.add_argument("--results", default="results")
     p.set_defaults(func=_cmd_query)
+
+    p = sub.add_parser("dash", help="open the results dashboard (Streamlit, 127.0.0.1 by default)")
+    p.add_argument("--results", default="results")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes it)")
+    p.add_argument("--port", type=int, default=8501)
+    p.set_defaults(func=_cmd_dash)
 
     from profilers import tklqt_cli
 

@@ -1,0 +1,102 @@
+"""Pure analyses behind the Runs, Techniques and Linked-levels pages (DataFrames in and out)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+KERNEL_LATENCIES = ("latency", "read_latency", "append_latency_per_token")
+MATCH_KEYS = ["family", "level", "workload", "technique", "params", "metric"]
+PROFILE_PREFIXES = tuple(f"{p}." for p in (
+    "tklqt", "energy", "bandwidth", "host", "memory", "nvml", "rapl", "power", "roofline"))
+"""Profiler metrics are stored as ``<profiler>.<name>`` (profilers.base)."""
+
+
+def median_ratio(
+    a: pd.DataFrame, b: pd.DataFrame, tolerance: float = 0.05
+) -> pd.DataFrame:
+    """Compare run ``b`` against run ``a``: per matching case and metric, median b / median a.
+
+    ``verdict`` is direction-aware: ``improved`` or ``regressed`` when the ratio leaves the
+    ``tolerance`` band around 1, else ``unchanged``; rows measured in one run only are dropped.
+    """
+    cols = MATCH_KEYS + ["value", "direction", "unit"]
+    ok_a = a[a["status"] == "ok"][cols].groupby(MATCH_KEYS, dropna=False)
+    ok_b = b[b["status"] == "ok"][cols].groupby(MATCH_KEYS, dropna=False)
+    left = ok_a.agg(a=("value", "median"), direction=("direction", "first"),
+                    unit=("unit", "first"))
+    right = ok_b.agg(b=("value", "median"))
+    out = left.join(right, how="inner").reset_index()
+    out["ratio"] = out["b"] / out["a"]
+    better = out["ratio"].where(out["direction"] == "higher", 1 / out["ratio"])
+    out["verdict"] = "unchanged"
+    out.loc[better > 1 + tolerance, "verdict"] = "improved"
+    out.loc[better < 1 - tolerance, "verdict"] = "regressed"
+    return out[MATCH_KEYS + ["unit", "direction", "a", "b", "ratio", "verdict"]]
+
+
+def best_cases(wide: pd.DataFrame, info: pd.DataFrame, technique: str) -> pd.DataFrame:
+    """For one technique, its best case per (level, metric), direction-aware, with its params."""
+    part = wide[wide["technique"] == technique]
+    rows = []
+    for metric in info.index:
+        if metric not in part or part[metric].isna().all():
+            continue
+        higher = info.at[metric, "direction"] == "higher"
+        for level, lv in part.dropna(subset=[metric]).groupby("level"):
+            best = lv.loc[lv[metric].idxmax() if higher else lv[metric].idxmin()]
+            rows.append({"level": level, "metric": metric, "best": best[metric],
+                         "unit": info.at[metric, "unit"], "direction": info.at[metric, "direction"],
+                         "params": best["params_label"], "workload": best["workload"],
+                         "run_id": best["run_id"]})
+    return pd.DataFrame(rows, columns=["level", "metric", "best", "unit", "direction", "params",
+                                       "workload", "run_id"])
+
+
+def kernel_speedup(wide: pd.DataFrame, baseline: str, latency: str = "latency") -> pd.DataFrame:
+    """Kernel-level speedup of every case vs ``baseline`` on the same run and workload.
+
+    speedup = baseline latency / case latency (median of the baseline's cases when several).
+    """
+    k = wide[(wide["level"] == "kernel")]
+    if latency not in k or k.empty:
+        return pd.DataFrame(columns=["run_id", "workload", "technique", "params_label",
+                                     "speedup"])
+    base = (k[k["technique"] == baseline].groupby(["run_id", "workload"])[latency].median()
+            .rename("baseline_latency"))
+    out = k.join(base, on=["run_id", "workload"])
+    out["speedup"] = out["baseline_latency"] / out[latency]
+    return out.dropna(subset=["speedup"])[["run_id", "workload", "technique", "params_label",
+                                           "speedup"]]
+
+
+def linked_levels(
+    wide: pd.DataFrame, technique: str, baseline: str, metrics: dict[str, list[str]]
+) -> pd.DataFrame:
+    """One technique across levels: long table (level, workload, params, metric, value).
+
+    Kernel rows get ``kernel_speedup`` vs ``baseline`` on the first of ``KERNEL_LATENCIES`` the
+    technique has; other levels report the listed ``metrics[level]`` as measured (engine
+    records already carry their own ``speedup``).
+    """
+    rows = []
+    mine = wide[(wide["technique"] == technique) & (wide["level"] == "kernel")]
+    latency = next((m for m in KERNEL_LATENCIES if m in mine and mine[m].notna().any()), "latency")
+    ks = kernel_speedup(wide, baseline, latency)
+    for _, r in ks[ks["technique"] == technique].iterrows():
+        rows.append({"level": "kernel", "workload": r["workload"], "params": r["params_label"],
+                     "metric": "speedup", "value": r["speedup"], "run_id": r["run_id"]})
+    part = wide[(wide["technique"] == technique) & (wide["level"] != "kernel")]
+    for _, r in part.iterrows():
+        for metric in metrics.get(r["level"], []):
+            if metric in r and pd.notna(r[metric]):
+                rows.append({"level": r["level"], "workload": r["workload"],
+                             "params": r["params_label"], "metric": metric,
+                             "value": r[metric], "run_id": r["run_id"]})
+    return pd.DataFrame(rows, columns=["level", "workload", "params", "metric", "value",
+                                       "run_id"])
+
+
+def profile_metrics(metrics: list[str]) -> list[str]:
+    """The metric names that come from profilers (TKLQT, energy, bandwidth, host, memory...)."""
+    return [m for m in metrics if m.lower().startswith(PROFILE_PREFIXES)
+            or m.lower() in ("tklqt", "energy")]

@@ -1,0 +1,38 @@
+"""Profiles: TKLQT, energy and other profiler metrics when a run recorded them."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboards.analysis import profile_metrics
+from dashboards.charts import comparison_bar, tklqt_figure
+from dashboards.data import case_metrics, metric_columns
+from dashboards.state import page_store
+
+PROFILE_HINT = "effbench run smoke --profile tklqt,energy"
+
+
+def render() -> None:
+    st.title("Profiles")
+    store = page_store()
+    if store is None:
+        return
+    wide = case_metrics(store.records)
+    found = profile_metrics(metric_columns(wide))
+    if not found:
+        st.info(f"No profiler metrics (TKLQT, energy, power, memory) in this store yet. "
+                f"Produce them with `{PROFILE_HINT}`.")
+        return
+    tklqt = [m for m in found if "tklqt" in m.lower()]
+    batch = next((c for c in ("batch_size", "batch") if c in wide), None)
+    if tklqt and batch:
+        st.plotly_chart(tklqt_figure(wide.dropna(subset=[tklqt[0]]), batch, tklqt[0]),
+                        key="tklqt_chart")
+    metric = st.selectbox("profiler metric", found, key="profile_metric")
+    rows = wide.dropna(subset=[metric])
+    st.plotly_chart(comparison_bar(rows, "label", metric, color="workload", title=metric),
+                    key="profile_chart")
+    st.dataframe(rows[["label", "workload", "level", "run_id", metric]], hide_index=True)
+
+
+render()

@@ -1,0 +1,86 @@
+"""Pure chart and analysis functions of the dashboard (no Streamlit)."""
+
+import numpy as np
+import pandas as pd
+
+from dashboards.analysis import median_ratio, profile_metrics
+from dashboards.charts import (
+    better_corner,
+    comparison_bar,
+    frontier_figure,
+    frontier_keys,
+    roofline_figure,
+    tklqt_figure,
+    tklqt_transition,
+)
+from dashboards.data import decades, filter_cases
+from dashboards.pareto import pareto_mask
+
+
+def cases(n: int = 30) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({
+        "run_id": "r", "case_id": [f"c{i}" for i in range(n)],
+        "technique": [("a", "b", "c")[i % 3] for i in range(n)],
+        "label": "t", "workload": "w", "level": "kernel",
+        "lat": rng.random(n), "err": rng.random(n), "mem": rng.random(n),
+    })
+
+
+def test_frontier_figure_marks_exactly_the_mask():
+    df = cases()
+    mask = pareto_mask(df, "lat", "err", "lower", "lower")
+    fig = frontier_figure(df, mask, "lat", "err", "lower", "lower", units={"lat": "s"})
+    assert frontier_keys(fig) == {f"r/{c}" for c in df.loc[mask, "case_id"]}
+    n_points = sum(len(t.customdata) for t in fig.data if t.customdata is not None)
+    assert n_points == len(df)
+    line = [t for t in fig.data if t.name == "Pareto frontier"][0]
+    assert line.line.shape == "hv" and list(line.x) == sorted(df.loc[mask, "lat"])
+    assert fig.layout.xaxis.title.text == "lat (s) · lower is better ↓"
+    assert "lower-left" in fig.layout.title.text
+    fig = frontier_figure(df, mask, "lat", "err", "lower", "lower", color="mem", log_x=True)
+    assert fig.layout.xaxis.type == "log" and fig.layout.coloraxis.colorbar.title.text == "mem"
+
+
+def test_better_corner():
+    assert better_corner("higher", "higher") == "better: upper-right ↗"
+    assert better_corner("lower", "higher") == "better: upper-left ↖"
+
+
+def test_tklqt_transition_and_figure():
+    batch = [1, 2, 4, 8, 16, 32]
+    tklqt = [1e-4, 1.1e-4, 1.2e-4, 5e-3, 6e-3, 7e-3]
+    assert tklqt_transition(batch, tklqt) == 8
+    assert tklqt_transition([1], [1.0]) is None
+    df = pd.DataFrame({"batch_size": batch, "tklqt": tklqt, "technique": "x"})
+    fig = tklqt_figure(df)
+    assert len(fig.data) == 1 and any("8" in a.text for a in fig.layout.annotations)
+
+
+def test_roofline_and_bar():
+    df = pd.DataFrame({"ai": [0.5, 50.0], "perf": [1e9, 5e11], "label": ["a", "b"]})
+    fig = roofline_figure(df, "ai", "perf", peak_flops=1e12, peak_bandwidth=1e11)
+    roof = np.asarray(fig.data[0].y)
+    assert roof.max() == 1e12 and roof.min() < 1e12
+    bar = comparison_bar(df, "label", "perf", reference=1.0)
+    assert list(bar.data[0].y) == ["a", "b"]
+
+
+def test_median_ratio_is_direction_aware():
+    base = {"family": "f", "level": "kernel", "workload": "w", "technique": "t", "params": "{}",
+            "status": "ok", "unit": "s"}
+    a = pd.DataFrame([{**base, "metric": "lat", "value": 1.0, "direction": "lower"},
+                      {**base, "metric": "tput", "value": 1.0, "direction": "higher"},
+                      {**base, "metric": "acc", "value": 1.0, "direction": "higher"}])
+    b = a.assign(value=[2.0, 2.0, 1.01])
+    got = median_ratio(a, b).set_index("metric")["verdict"].to_dict()
+    assert got == {"lat": "regressed", "tput": "improved", "acc": "unchanged"}
+
+
+def test_small_helpers():
+    assert decades(pd.Series([1e-3, 1.0, np.nan, -1])) == 3.0
+    assert decades(pd.Series([5.0])) == 0.0
+    df = pd.DataFrame({"technique": ["a", "b"], "level": ["k", "e"]})
+    assert filter_cases(df, {"technique": ["a"], "level": None})["technique"].tolist() == ["a"]
+    assert profile_metrics(["latency", "tklqt.tklqt_us", "host.top1_share", "energy_x"]) == [
+        "tklqt.tklqt_us", "host.top1_share"]
