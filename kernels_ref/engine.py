@@ -13,7 +13,8 @@ batches, no padding, and nothing hidden between the measurement and the model.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,6 +208,8 @@ class Engine:
         self.running: list[Request] = []
         self.finished: list[Request] = []
         self.steps: list[StepRecord] = []
+        # Wraps each iteration, e.g. a profiler annotation ``ProfilerStep#N`` (None: nothing).
+        self.step_context: Callable[[int], AbstractContextManager] | None = None
 
     def add(self, req: Request) -> None:
         self.waiting.append(req)
@@ -217,6 +220,12 @@ class Engine:
 
     def step(self) -> StepRecord:
         """Run one iteration: schedule, feed and emit; finished requests leave the batch."""
+        if self.step_context is None:
+            return self._step()
+        with self.step_context(len(self.steps)):
+            return self._step()
+
+    def _step(self) -> StepRecord:
         budget = Budget(self.config.max_batch, self.config.max_tokens)
         chosen = self.scheduler.schedule(tuple(self.waiting), tuple(self.running), budget)
         if not chosen:

@@ -127,6 +127,45 @@ def _cmd_dash(args: argparse.Namespace) -> int:
     return main(["--results", args.results, "--host", args.host, "--port", str(args.port)])
 
 
+def _cmd_profile_tklqt(args: argparse.Namespace) -> int:
+    import json
+
+    from profilers.tklqt_sweep import sweep
+    from suite.context import _load, check_model
+    from suite.devices import resolve_device, resolve_dtype
+
+    try:
+        sizes = [int(b) for b in args.batch_sizes.split(",") if b]
+    except ValueError:
+        raise ConfigError(
+            f"--batch-sizes must be integers like 1,2,4, got {args.batch_sizes!r}"
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise ConfigError("--batch-sizes needs at least one batch size >= 1")
+    device = resolve_device(args.device)
+    try:
+        check_model(args.model)
+    except ValueError as e:
+        raise ConfigError(str(e), "--model") from None
+    model, _ = _load(args.model, device, resolve_dtype("auto", device), 0)
+    out = sweep(model, sorted(set(sizes)), Path(args.out), args.prompt_len, args.new_tokens)
+    if args.json:
+        print(json.dumps({
+            "rows": out.table.to_dict("records"),
+            "transition": None if out.transition is None else out.transition.__dict__,
+            "unavailable": out.unavailable, "traces": list(out.traces)}, indent=2))
+        return 0
+    print(out.table.to_string(index=False))
+    if out.unavailable:
+        print(f"TKLQT unavailable: {out.unavailable}")
+    elif out.transition is not None:
+        t = out.transition
+        print(f"decode turns GPU-bound at batch size: {t.batch_size} (t_lq floor "
+              f"{t.floor_us:.1f} us; knee of the log-log fit: {t.knee_batch_size})")
+    print(f"traces: {args.out}")
+    return 0
+
+
 def _cmd_train_tiny(args: argparse.Namespace) -> int:
     from kernels_ref import train
 
@@ -197,6 +236,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes it)")
     p.add_argument("--port", type=int, default=8501)
     p.set_defaults(func=_cmd_dash)
+
+    p = sub.add_parser("profile", help="profiling sweeps (tklqt: batch-size sweep of TKLQT)")
+    psub = p.add_subparsers(dest="what", required=True)
+    p = psub.add_parser("tklqt", help="TKLQT per prefill/decode step across batch sizes, and "
+                        "the batch size where the engine turns GPU-bound")
+    p.add_argument("--model", default="tiny", help="checkpoint dir, tiny, or llama-3.2-1b")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-sizes", default="1,2,4,8,16,32")
+    p.add_argument("--prompt-len", type=int, default=64)
+    p.add_argument("--new-tokens", type=int, default=16)
+    p.add_argument("--out", default="results/profiles/tklqt", help="folder for the traces")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_profile_tklqt)
 
     from profilers import tklqt_cli
 

@@ -1,0 +1,122 @@
+"""The TKLQT batch sweep: the batch size where the engine turns from CPU- to GPU-bound.
+
+For each batch size, the reference engine generates with that many requests at once under
+``torch.profiler`` (CPU + CUDA activities), each engine iteration annotated ``ProfilerStep#N``.
+The trace (kept as an artifact) is parsed into per-kernel launch/queue times, split per step,
+and the steps are grouped by phase (prefill iterations vs decode iterations, from the engine's
+own step log). Per batch size and phase: TKLQT per step, the median per-kernel t_lq, and the
+GPU idle fraction; ``profilers.tklqt.detect_transition`` then finds the batch size where the
+decode phase turns GPU-bound. Without CUDA kernels (a CPU-only machine) the sweep still runs and
+keeps the traces, and every row says why TKLQT is unavailable.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from kernels_ref.attention import DenseAttention
+from kernels_ref.decoding import Autoregressive
+from kernels_ref.engine import Engine, EngineConfig, EngineResult
+from kernels_ref.kvpool import PooledKVCacheFactory
+from kernels_ref.model import LlamaModel
+from kernels_ref.requests import Request
+from kernels_ref.scheduling import ContinuousBatching
+from profilers.kineto import load_trace
+from profilers.tklqt import Transition, detect_transition, kernel_table, summarize
+
+NO_KERNELS = "no CUDA kernels in trace: no NVIDIA GPU"
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    table: pd.DataFrame  # one row per (batch_size, phase)
+    transition: Transition | None
+    unavailable: str
+    traces: tuple[str, ...]
+
+
+def _engine(model: LlamaModel, batch: int) -> Engine:
+    return Engine(model, attention=DenseAttention(), cache_factory=PooledKVCacheFactory(),
+                  scheduler=ContinuousBatching(), decoder=Autoregressive(),
+                  config=EngineConfig(max_batch=batch, max_tokens=1 << 20))
+
+
+def _requests(batch: int, prompt_len: int, new_tokens: int, vocab: int, seed: int) -> list:
+    g = torch.Generator().manual_seed(seed)
+    return [Request(i, torch.randint(3, vocab, (prompt_len,), generator=g).tolist(), new_tokens)
+            for i in range(batch)]
+
+
+def profile_batch(
+    model: LlamaModel, batch: int, prompt_len: int, new_tokens: int, trace_path: Path,
+    seed: int = 0,
+) -> tuple[EngineResult, Path]:
+    """One profiled generation at ``batch``; returns the engine result and the gzipped trace."""
+    vocab = model.config.vocab_size
+    _engine(model, batch).run(_requests(batch, prompt_len, 2, vocab, seed))  # warm-up
+    engine = _engine(model, batch)
+    engine.step_context = lambda i: torch.profiler.record_function(f"ProfilerStep#{i}")
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available() and model.device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        res = engine.run(_requests(batch, prompt_len, new_tokens, vocab, seed))
+    raw = trace_path.with_suffix("")
+    prof.export_chrome_trace(str(raw))
+    with open(raw, "rb") as src, gzip.open(trace_path, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    raw.unlink()
+    return res, trace_path
+
+
+def phase_rows(res: EngineResult, steps: pd.DataFrame, batch: int) -> list[dict]:
+    """Per-phase medians over the per-step summary rows (``scope == "step N"``)."""
+    phase_of = {i: ("prefill" if s.prefill_tokens else "decode") for i, s in enumerate(res.steps)}
+    per_step = steps[steps["scope"].str.startswith("step ")].copy()
+    per_step["phase"] = per_step["step"].astype(int).map(phase_of)
+    rows = []
+    for phase, grp in per_step.dropna(subset=["phase"]).groupby("phase"):
+        rows.append({
+            "batch_size": batch,
+            "phase": phase,
+            "steps": len(grp),
+            "kernels_per_step": float(grp["n_kernels"].median()),
+            "tklqt_us_per_step": float(grp["tklqt_us"].median()),
+            "t_lq_median_us": float(grp["t_lq_median_us"].median()),
+            "gpu_idle_fraction": float(grp["gpu_idle_fraction"].median()),
+        })
+    return rows
+
+
+def sweep(
+    model: LlamaModel,
+    batch_sizes: Sequence[int],
+    artifact_dir: Path,
+    prompt_len: int = 64,
+    new_tokens: int = 16,
+) -> SweepResult:
+    """Profile each batch size and find the decode phase's CPU/GPU-bound transition."""
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    rows, traces = [], []
+    for b in batch_sizes:
+        path = artifact_dir / f"tklqt_b{b}_p{prompt_len}.json.gz"
+        res, path = profile_batch(model, b, prompt_len, new_tokens, path)
+        traces.append(str(path))
+        table = kernel_table(load_trace(path))
+        if not (table["kind"] == "kernel").any():
+            rows.append({"batch_size": b, "phase": "all", "steps": len(res.steps)})
+            continue
+        rows += phase_rows(res, summarize(table), b)
+    df = pd.DataFrame(rows)
+    if "t_lq_median_us" not in df:
+        return SweepResult(df, None, NO_KERNELS, tuple(traces))
+    decode = df[df["phase"] == "decode"].sort_values("batch_size")
+    transition = detect_transition(decode) if len(decode) >= 2 else None
+    return SweepResult(df, transition, "", tuple(traces))
