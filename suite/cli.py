@@ -262,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="override the target's training steps")
     p.add_argument("--quick", action="store_true", help="a few steps on a small slice (tests)")
     p.set_defaults(func=_cmd_train_tiny)
+
+    from suite import gate_cli
+
+    gate_cli.add_parsers(sub)
     return ap
 
 
