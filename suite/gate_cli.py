@@ -158,11 +158,16 @@ def _markdown_table(df: pd.DataFrame) -> str:
 
 
 def _thresholds(args: argparse.Namespace) -> gate_mod.Thresholds:
+    """Defaults, overridden by the preset's ``[gate]`` table (with --run), then by flags."""
+    from_preset: dict = {}
+    if getattr(args, "run", None):
+        from suite import presets
+
+        from_preset = dict(presets.load(args.run).gate)
     given = {"timing_effect": getattr(args, "timing_threshold", None),
              "alpha": getattr(args, "alpha", None)}
-    return gate_mod.Thresholds.from_dict(
-        {k: v for k, v in given.items() if v is not None}, "command line"
-    )
+    flags = {k: v for k, v in given.items() if v is not None}
+    return gate_mod.Thresholds.from_dict({**from_preset, **flags}, "command line")
 
 
 def gate_sides(

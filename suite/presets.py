@@ -106,9 +106,10 @@ class Preset:
     engine: EngineSettings
     serving: ServingSettings
     benches: tuple[Bench, ...] = field(default_factory=tuple)
+    gate: tuple[tuple[str, Any], ...] = ()  # [gate] threshold overrides (suite.gate.Thresholds)
 
 
-_SECTIONS = ("run", "kernel", "engine", "serving", "bench")
+_SECTIONS = ("run", "kernel", "engine", "serving", "bench", "gate")
 _SLO_KEYS = ("ttft_s", "tpot_s", "e2e_s")
 _ARRIVALS = ("poisson", "gamma", "constant")
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -293,7 +294,17 @@ def parse(text: str, path: str = "<preset>") -> Preset:
                      {k: 1 for k in EngineSettings.__dataclass_fields__}),
         serving=_serving_settings(data.get("serving", {}), loc),
         benches=tuple(_bench(i, b, loc) for i, b in enumerate(benches)),
+        gate=_gate(data.get("gate", {}), loc),
     )
+
+
+def _gate(got: Any, loc: _Locator) -> tuple[tuple[str, Any], ...]:
+    """Validate ``[gate]`` threshold overrides now, so a typo fails before any run."""
+    from suite.gate import Thresholds
+
+    Thresholds.from_dict(got, loc.at("gate", next(iter(got), None) if isinstance(got, dict)
+                                     else None))
+    return tuple(sorted(got.items()))
 
 
 def builtin_presets() -> list[str]:

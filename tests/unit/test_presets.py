@@ -72,3 +72,11 @@ def test_unknown_preset_lists_builtins():
 def test_invalid_toml_is_a_config_error():
     with pytest.raises(ConfigError, match="not valid TOML"):
         presets.parse("[run\n", "x.toml")
+
+
+def test_gate_section_is_validated_before_anything_runs():
+    p = presets.parse(GOOD + "\n[gate]\ntiming_effect = 0.1\nalpha = 0.05\n", "g.toml")
+    assert dict(p.gate) == {"timing_effect": 0.1, "alpha": 0.05}
+    with pytest.raises(ConfigError, match="unknown threshold 'timing'") as e:
+        presets.parse(GOOD + "\n[gate]\ntiming = 0.1\n", "g.toml")
+    assert str(e.value).startswith("g.toml:19:")
