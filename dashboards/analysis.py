@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 KERNEL_LATENCIES = ("latency", "read_latency", "append_latency_per_token")
@@ -100,3 +102,34 @@ def profile_metrics(metrics: list[str]) -> list[str]:
     """The metric names that come from profilers (TKLQT, energy, bandwidth, host, memory...)."""
     return [m for m in metrics if m.lower().startswith(PROFILE_PREFIXES)
             or m.lower() in ("tklqt", "energy")]
+
+
+def tklqt_sweep(wide: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a ``profile tklqt`` run: ``batch_size`` and ``phase`` lifted from the params."""
+    col = "tklqt.tklqt_us_per_step"
+    if col not in wide:
+        return pd.DataFrame()
+    rows = wide.dropna(subset=[col]).copy()
+    params = rows["params"].map(lambda p: json.loads(p) if isinstance(p, str) else dict(p))
+    rows["batch_size"] = params.map(lambda p: p.get("batch_size"))
+    rows["phase"] = params.map(lambda p: p.get("phase", "all"))
+    return rows.dropna(subset=["batch_size"])
+
+
+def transitions(sweep: pd.DataFrame) -> dict[str, float]:
+    """Per phase, the CPU->GPU-bound batch size by the documented method (docs/METRICS.md)."""
+    from profilers.tklqt import detect_transition
+
+    need = {"tklqt.t_lq_median_us", "tklqt.gpu_idle_fraction"}
+    if not need <= set(sweep.columns):
+        return {}
+    out = {}
+    for phase, part in sweep.groupby("phase"):
+        table = part.rename(columns={"tklqt.t_lq_median_us": "t_lq_median_us",
+                                     "tklqt.gpu_idle_fraction": "gpu_idle_fraction"})
+        table = table.sort_values("batch_size")
+        if len(table) >= 2:
+            t = detect_transition(table[["batch_size", "t_lq_median_us", "gpu_idle_fraction"]])
+            if t.batch_size is not None:
+                out[str(phase)] = float(t.batch_size)
+    return out

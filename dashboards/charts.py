@@ -186,14 +186,19 @@ def tklqt_transition(batch: Sequence[float], tklqt: Sequence[float]) -> float | 
 
 def tklqt_figure(
     df: pd.DataFrame, batch: str = "batch_size", value: str = "tklqt",
-    group: str = "technique", unit: str = "s",
+    group: str = "technique", unit: str = "s", marks: dict[str, float] | None = None,
 ) -> go.Figure:
-    """TKLQT against batch size, one line per ``group``, each transition marked by a dashed line."""
+    """TKLQT against batch size, one line per ``group``, each transition marked by a dashed line.
+
+    ``marks`` gives the transition per group (from ``profilers.tklqt.detect_transition``, the
+    documented method); groups without one fall back to the largest log step.
+    """
     fig = go.Figure()
     for name, part in df.sort_values(batch).groupby(group, sort=True):
         fig.add_trace(go.Scatter(x=part[batch], y=part[value], mode="lines+markers",
                                  name=str(name)))
-        at = tklqt_transition(part[batch], part[value])
+        at = (marks or {}).get(str(name)) if marks and str(name) in marks else (
+            tklqt_transition(part[batch], part[value]))
         if at is not None:
             fig.add_vline(x=at, line_dash="dash", line_color="#888",
                           annotation_text=f"{name}: CPU→GPU bound at {at:g}")

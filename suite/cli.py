@@ -132,7 +132,8 @@ def _cmd_profile_tklqt(args: argparse.Namespace) -> int:
 
     from profilers.tklqt_sweep import sweep
     from suite.context import _load, check_model
-    from suite.devices import resolve_device, resolve_dtype
+    from suite.devices import describe, resolve_device, resolve_dtype
+    from suite.profiling import store_sweep
 
     try:
         sizes = [int(b) for b in args.batch_sizes.split(",") if b]
@@ -149,6 +150,11 @@ def _cmd_profile_tklqt(args: argparse.Namespace) -> int:
         raise ConfigError(str(e), "--model") from None
     model, _ = _load(args.model, device, resolve_dtype("auto", device), 0)
     out = sweep(model, sorted(set(sizes)), Path(args.out), args.prompt_len, args.new_tokens)
+    store = store_sweep(
+        args.results, out.table.to_dict("records"), out.unavailable,
+        f"tklqt-p{args.prompt_len}-n{args.new_tokens}", describe(device),
+        {"command": "profile tklqt", "model": args.model, "batch_sizes": sizes},
+    )
     if args.json:
         print(json.dumps({
             "rows": out.table.to_dict("records"),
@@ -162,7 +168,7 @@ def _cmd_profile_tklqt(args: argparse.Namespace) -> int:
         t = out.transition
         print(f"decode turns GPU-bound at batch size: {t.batch_size} (t_lq floor "
               f"{t.floor_us:.1f} us; knee of the log-log fit: {t.knee_batch_size})")
-    print(f"traces: {args.out}")
+    print(f"traces: {args.out}; records: {store.run_dir}")
     return 0
 
 
@@ -247,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-len", type=int, default=64)
     p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument("--out", default="results/profiles/tklqt", help="folder for the traces")
+    p.add_argument("--results", default="results", help="store the sweep as a run here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_profile_tklqt)
 

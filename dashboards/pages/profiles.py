@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboards.analysis import profile_metrics
+from dashboards.analysis import profile_metrics, tklqt_sweep, transitions
 from dashboards.charts import comparison_bar, tklqt_figure
 from dashboards.data import case_metrics, metric_columns
 from dashboards.state import page_store
@@ -23,11 +23,14 @@ def render() -> None:
         st.info(f"No profiler metrics (TKLQT, energy, power, memory) in this store yet. "
                 f"Produce them with `{PROFILE_HINT}`.")
         return
-    tklqt = [m for m in found if "tklqt" in m.lower()]
-    batch = next((c for c in ("batch_size", "batch") if c in wide), None)
-    if tklqt and batch:
-        st.plotly_chart(tklqt_figure(wide.dropna(subset=[tklqt[0]]), batch, tklqt[0]),
-                        key="tklqt_chart")
+    sweep = tklqt_sweep(wide)
+    if not sweep.empty:
+        st.subheader("TKLQT vs batch size (`effbench profile tklqt`)")
+        st.plotly_chart(
+            tklqt_figure(sweep, "batch_size", "tklqt.tklqt_us_per_step", group="phase",
+                         unit="us", marks=transitions(sweep)),
+            key="tklqt_chart",
+        )
     metric = st.selectbox("profiler metric", found, key="profile_metric")
     rows = wide.dropna(subset=[metric])
     st.plotly_chart(comparison_bar(rows, "label", metric, color="workload", title=metric),

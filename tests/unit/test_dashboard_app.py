@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -231,3 +232,37 @@ def test_metric_info_directions(store):
     info = metric_info(read_store(store).records)
     assert info.at["latency", "direction"] == "lower"
     assert info.at["decode_tokens_per_s", "direction"] == "higher"
+
+
+def test_profiles_page_plots_a_tklqt_sweep_with_the_documented_transition(tmp_path):
+    """A stored `profile tklqt` sweep: TKLQT vs batch size, transition from detect_transition."""
+    from profilers.tklqt import detect_transition
+    from suite.profiling import store_sweep
+
+    rows = []
+    for b in (1, 2, 4, 8, 16, 32):  # launch floor 5 us until batch 8, then queuing grows
+        t_lq = 5.0 if b <= 8 else 5.0 * b / 4
+        idle = 0.7 if b <= 8 else 0.05
+        rows.append({"batch_size": b, "phase": "decode", "steps": 10, "kernels_per_step": 40,
+                     "tklqt_us_per_step": 40 * t_lq, "t_lq_median_us": t_lq,
+                     "gpu_idle_fraction": idle})
+    store_sweep(str(tmp_path), rows, "", "tklqt-p64-n16", "cuda:test", {})
+    expected = detect_transition(pd.DataFrame(rows)).batch_size
+    assert expected == 16
+    at = app(tmp_path, "profiles")
+    spec = chart(at)
+    line = spec["data"][0]
+    assert line["name"] == "decode" and _values(line["x"]) == [1, 2, 4, 8, 16, 32]
+    marks = [s for s in spec["layout"].get("shapes", []) if s.get("type") == "line"]
+    assert [m["x0"] for m in marks] == [expected]
+
+
+def _values(arr) -> list[float]:
+    """A plotly array from a figure spec: a plain list, or plotly 6+'s base64 typed array."""
+    if isinstance(arr, dict) and "bdata" in arr:
+        import base64
+
+        import numpy as np
+
+        return np.frombuffer(base64.b64decode(arr["bdata"]), dtype=arr["dtype"]).tolist()
+    return list(arr)

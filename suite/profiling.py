@@ -1,0 +1,59 @@
+"""Store the result of a profiling sweep as a run, so reports and the dashboard can read it.
+
+``effbench profile tklqt`` measures the dense engine across batch sizes; each (batch size,
+phase) becomes one case whose params carry ``batch_size`` and ``phase``, with the sweep's
+figures as ``tklqt.*`` records. Without CUDA kernels each batch size gets one skipped record
+that says why, so an empty-looking run still explains itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+from suite.records import Record
+from suite.store import RunStore
+
+_METRICS = {  # column of the sweep table -> (unit, direction)
+    "tklqt_us_per_step": ("us", "lower"),
+    "t_lq_median_us": ("us", "lower"),
+    "gpu_idle_fraction": ("fraction", "lower"),
+    "kernels_per_step": ("count", "lower"),
+}
+
+
+def sweep_records(
+    run_id: str, rows: list[dict[str, Any]], unavailable: str, workload: str, device: str
+) -> list[list[Record]]:
+    """One list of records per (batch size, phase) case of a TKLQT sweep table."""
+    now = time.time_ns()
+    cases = []
+    for row in rows:
+        params = {"batch_size": int(row["batch_size"]), "phase": str(row.get("phase", "all"))}
+        case_id = f"profile:tklqt[{json.dumps(params, sort_keys=True)}]@{workload}/{device}"
+        base = dict(run_id=run_id, case_id=case_id, technique="dense", family="attention",
+                    level="engine", params=params, workload=workload, device=device,
+                    created_ns=now)
+        if unavailable:
+            cases.append([Record(**base, metric="tklqt.unavailable", value=math.nan, unit="",
+                                 direction="lower", status="skipped", error=unavailable)])
+            continue
+        cases.append([
+            Record(**base, metric=f"tklqt.{col}", value=float(row[col]), unit=unit,
+                   direction=direction, samples=(float(row[col]),), stats={"n": 1})
+            for col, (unit, direction) in _METRICS.items() if col in row
+        ])
+    return cases
+
+
+def store_sweep(
+    results: str, rows: list[dict[str, Any]], unavailable: str, workload: str, device: str,
+    config: dict[str, Any],
+) -> RunStore:
+    store = RunStore.create(results, "profile-tklqt", config)
+    for recs in sweep_records(store.run_id, rows, unavailable, workload, device):
+        store.append(recs)
+    store.finalize()
+    return store
