@@ -66,6 +66,7 @@ _COUNT_METRICS = frozenset(
         "compression_ratio",
         "flops",
         "bytes_moved",
+        "arithmetic_intensity",
         "kv_bytes_per_token",
         "exact_match",
         "tokens_per_step",

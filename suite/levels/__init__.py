@@ -37,9 +37,15 @@ def from_samples(
     return Metric(metric, st["median"], unit, direction, tuple(float(s) for s in samples), st)
 
 
-def scalar(metric: str, value: float, unit: str, direction: str) -> Metric:
-    """A deterministic metric (bytes, FLOPs, exact match...): one value, no spread."""
-    return Metric(metric, float(value), unit, direction, (float(value),), {"n": 1})
+def scalar(
+    metric: str, value: float, unit: str, direction: str, extra: dict[str, float] | None = None
+) -> Metric:
+    """A deterministic metric (bytes, FLOPs, exact match...): one value, no spread.
+
+    ``extra`` adds context to the stats (e.g. the peak a percentage was taken against).
+    """
+    return Metric(metric, float(value), unit, direction, (float(value),),
+                  {"n": 1, **(extra or {})})
 
 
 def timing_extra(m: object) -> dict[str, float]:

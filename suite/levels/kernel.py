@@ -14,6 +14,7 @@ import torch
 from kernels_ref.attention import DenseAttention, reference_attention
 from kernels_ref.kvcache import FullKVCacheFactory
 from kernels_ref.protocols import AttentionShape, CacheLayout
+from profilers.bandwidth import device_peak, roofline
 from suite import registry
 from suite.cases import Case
 from suite.context import RunContext
@@ -58,13 +59,31 @@ def attention_case(case: Case, ctx: RunContext) -> list[Metric]:
         m = measure(lambda: fn(q, k, v), **ctx.timing_options())
     flops, nbytes = backend.flops(shape), backend.bytes(shape)
     lat = from_samples("latency", m.samples, "s", "lower", timing_extra(m))
-    return [
+    return roofline_metrics(ctx, nbytes, flops, lat.value) + [
         lat,
         from_samples("tflops", [flops / s / 1e12 for s in m.samples], "TFLOP/s", "higher"),
         from_samples("bandwidth", [nbytes / s / 1e9 for s in m.samples], "GB/s", "higher"),
         scalar("flops", flops, "FLOP", "lower"),
         scalar("bytes_moved", nbytes, "B", "lower"),
         scalar("max_abs_error", err, "abs", "lower"),
+    ]
+
+
+def roofline_metrics(ctx: RunContext, nbytes: float, flops: float, seconds: float) -> list[Metric]:
+    """Where the kernel sits on the device's roofline (peaks: datasheet, else measured once).
+
+    The peak and its source are kept in each metric's stats, so a record says what it was
+    compared against (a datasheet figure for a listed GPU, a measured copy/matmul on a CPU).
+    """
+    if "peak" not in ctx.memo:
+        ctx.memo["peak"] = device_peak(str(ctx.device))
+    peak = ctx.memo["peak"]
+    point = roofline(nbytes, flops, seconds, peak)
+    ref = {"peak_gbps": peak.gbps, "peak_tflops": peak.tflops}
+    return [
+        scalar("arithmetic_intensity", point.intensity, "FLOP/B", "higher"),
+        scalar("pct_peak_bandwidth", point.pct_peak_bw, "%", "higher", ref),
+        scalar("pct_peak_compute", point.pct_peak_compute, "%", "higher", ref),
     ]
 
 
