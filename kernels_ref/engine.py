@@ -208,8 +208,9 @@ class Engine:
         self.running: list[Request] = []
         self.finished: list[Request] = []
         self.steps: list[StepRecord] = []
-        # Wraps each iteration, e.g. a profiler annotation ``ProfilerStep#N`` (None: nothing).
-        self.step_context: Callable[[int], AbstractContextManager] | None = None
+        # Wraps each iteration's work, called with (step index, "prefill" | "decode"): e.g. a
+        # profiler annotation ``ProfilerStep#N`` or an energy window per phase (None: nothing).
+        self.step_context: Callable[[int, str], AbstractContextManager] | None = None
 
     def add(self, req: Request) -> None:
         self.waiting.append(req)
@@ -219,13 +220,10 @@ class Engine:
         return bool(self.waiting or self.running)
 
     def step(self) -> StepRecord:
-        """Run one iteration: schedule, feed and emit; finished requests leave the batch."""
-        if self.step_context is None:
-            return self._step()
-        with self.step_context(len(self.steps)):
-            return self._step()
+        """Run one iteration: schedule, feed and emit; finished requests leave the batch.
 
-    def _step(self) -> StepRecord:
+        The iteration's phase is ``prefill`` when it feeds any prompt tokens, else ``decode``.
+        """
         budget = Budget(self.config.max_batch, self.config.max_tokens)
         chosen = self.scheduler.schedule(tuple(self.waiting), tuple(self.running), budget)
         if not chosen:
@@ -247,7 +245,12 @@ class Engine:
         prefill_tokens = sum(n for _, n in batch.prefills)
         decode_requests = len(batch.decodes)
         before = sum(len(r.output) for r, _ in chosen)
-        self.decoder.step(self.ctx, batch)
+        if self.step_context is None:
+            self.decoder.step(self.ctx, batch)
+        else:
+            phase = "prefill" if prefill_tokens else "decode"
+            with self.step_context(len(self.steps), phase):
+                self.decoder.step(self.ctx, batch)
         end = self.ctx.now()
         rec = StepRecord(
             start_ns=start,

@@ -62,7 +62,7 @@ def profile_batch(
     vocab = model.config.vocab_size
     _engine(model, batch).run(_requests(batch, prompt_len, 2, vocab, seed))  # warm-up
     engine = _engine(model, batch)
-    engine.step_context = lambda i: torch.profiler.record_function(f"ProfilerStep#{i}")
+    engine.step_context = lambda i, _: torch.profiler.record_function(f"ProfilerStep#{i}")
     activities = [torch.profiler.ProfilerActivity.CPU]
     if torch.cuda.is_available() and model.device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)

@@ -234,14 +234,20 @@ def run(
 def _profiled(
     case: Case, ctx: RunContext, label: str, store: RunStore, names: list[str], index: int
 ) -> list[Record]:
-    from profilers.registry import build
-
     from profilers import collect
+    from profilers.registry import build
 
     artifacts = store.run_dir / "artifacts" / f"{index:04d}"
     artifacts.mkdir(parents=True, exist_ok=True)
-    with collect(build(names, str(ctx.device), artifacts)) as got:
-        metrics = run_case(case, ctx)
+    profs = build(names, str(ctx.device), artifacts)
+    energy = next((p for p in profs if p.name == "energy" and p.available()[0]), None)
+    if energy is not None:
+        ctx.memo["energy"] = energy  # the engine level measures its phases in windows
+    try:
+        with collect(profs) as got:
+            metrics = run_case(case, ctx)
+    finally:
+        ctx.memo.pop("energy", None)
     return _records(case, label, store.run_id, metrics) + _profiler_records(
         case, label, store.run_id, got.results
     )

@@ -15,6 +15,7 @@ Speed and quality come from the same run of the same components:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -62,8 +63,41 @@ def components(family: str, technique: str | None, params: dict | None) -> Compo
     return Components(parts["attention"], parts["cache"], dec_name, dec_params)
 
 
-def generate(ctx: RunContext, comp: Components, max_batch: int) -> EngineResult:
-    """One offline run: the first ``prompts`` eval prompts, at most ``max_batch`` at a time."""
+class PhaseWindows:
+    """Energy windows per contiguous run of same-phase engine steps (``step_context`` hook).
+
+    One window per step would be far shorter than the energy counter's update period; a window
+    per phase run (the prefill burst, then the decode stretch) is long enough to measure, and
+    windows of one name are summed by the energy profiler.
+    """
+
+    def __init__(self, energy: Any) -> None:
+        self.energy = energy
+        self.phase: str | None = None
+        self._cm: Any = None
+
+    def __call__(self, index: int, phase: str) -> contextlib.AbstractContextManager:
+        if phase != self.phase:
+            self.close()
+            self._cm = self.energy.window(phase)
+            self._cm.__enter__()
+            self.phase = phase
+        return contextlib.nullcontext()
+
+    def close(self) -> None:
+        if self._cm is not None:
+            self._cm.__exit__(None, None, None)
+        self._cm, self.phase = None, None
+
+
+def generate(
+    ctx: RunContext, comp: Components, max_batch: int, window: str | None = None
+) -> EngineResult:
+    """One offline run: the first ``prompts`` eval prompts, at most ``max_batch`` at a time.
+
+    With an energy profiler attached to the case (``ctx.memo["energy"]``) and a ``window``
+    name, the run is measured as that window with its prefill and decode phases inside.
+    """
     e = ctx.preset.engine
     prompts = [p for p, _ in ctx.eval_tokens[: e.prompts]]
     engine = Engine(
@@ -76,7 +110,16 @@ def generate(ctx: RunContext, comp: Components, max_batch: int) -> EngineResult:
         draft=ctx.draft if "draft-model" in registry.get(comp.decoder_name).requires else None,
     )
     reqs = [Request(i, p, e.max_new_tokens) for i, p in enumerate(prompts)]
-    return engine.run(reqs)
+    energy = ctx.memo.get("energy")
+    if energy is None or window is None:
+        return engine.run(reqs)
+    phases = PhaseWindows(energy)
+    engine.step_context = phases
+    with energy.window(window):
+        try:
+            return engine.run(reqs)
+        finally:
+            phases.close()
 
 
 def _phase_times(res: EngineResult) -> tuple[float, float, int]:
@@ -142,16 +185,20 @@ def speed(ctx: RunContext, case: Case, comp: Components) -> tuple[list[Metric], 
     if base is not None:
         generate(ctx, base, e.batch)
     tps, pre_tps, e2e, ratios = [], [], [], []
+    tokens = {"prefill_tokens": 0, "decode_tokens": 0, "requests": 0}
     last: dict[str, EngineResult] = {}
     t_end = time.perf_counter() + run.case_budget_s * (1 if is_base else 2)
     while True:
         order = [("tech", comp)] if base is None else [("tech", comp), ("base", base)]
         if base is not None and len(tps) % 2:
             order.reverse()
-        got = {name: generate(ctx, c, e.batch) for name, c in order}
+        got = {name: generate(ctx, c, e.batch, window=name) for name, c in order}
         last.update(got)
         pre, dec, dec_tokens = _phase_times(got["tech"])
         prompt_tokens = sum(len(r.prompt) for r in got["tech"].requests)
+        tokens["prefill_tokens"] += prompt_tokens
+        tokens["decode_tokens"] += dec_tokens
+        tokens["requests"] += len(got["tech"].requests)
         tps.append(dec_tokens / dec if dec else math.nan)
         pre_tps.append(prompt_tokens / pre if pre else math.nan)
         e2e.append(got["tech"].wall_s)
@@ -172,7 +219,42 @@ def speed(ctx: RunContext, case: Case, comp: Components) -> tuple[list[Metric], 
     ]
     if ratios:
         metrics.append(from_samples("speedup", ratios, "x", "higher"))
+    if ctx.memo.get("energy") is not None:
+        metrics += energy_metrics(ctx.memo["energy"].windows, tokens)
     return metrics, {"result": res, "baseline": last.get("base")}
+
+
+def energy_metrics(windows: list, tokens: dict[str, int]) -> list[Metric]:
+    """J/token per phase and J/request of the technique's timed runs (energy profiler attached).
+
+    ``tokens`` holds the prompt tokens prefilled, the tokens emitted by decode steps and the
+    requests served over the timed runs. Net joules (idle power subtracted) when the profiler
+    measured a baseline, gross otherwise; the short-window count says how many windows were
+    shorter than the counter's update period (estimated from instant power).
+    """
+    from profilers.energy import phase_energy
+
+    mine = [w for w in windows if w.path.startswith("tech/")]
+    phases = phase_energy(mine)
+    joules = {}
+    for phase, p in phases.items():
+        j = p.net_joules if p.net_joules is not None else p.joules
+        if j is None:
+            return []
+        joules[phase] = (j, {"short_windows": float(p.short_windows)})
+    out: list[Metric] = []
+    if "prefill" in joules and tokens["prefill_tokens"]:
+        j, extra = joules["prefill"]
+        out.append(scalar("energy_per_token_prefill", j / tokens["prefill_tokens"], "J/token",
+                          "lower", extra))
+    if "decode" in joules and tokens["decode_tokens"]:
+        j, extra = joules["decode"]
+        out.append(scalar("energy_per_token_decode", j / tokens["decode_tokens"], "J/token",
+                          "lower", extra))
+    total = sum(j for j, _ in joules.values())
+    if out and tokens["requests"]:
+        out.append(scalar("energy_per_request", total / tokens["requests"], "J", "lower"))
+    return out
 
 
 def kv_memory(ctx: RunContext, comp: Components) -> list[Metric]:
