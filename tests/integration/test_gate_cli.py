@@ -103,8 +103,10 @@ def test_ab_runs_each_side_with_its_own_code(tmp_path, monkeypatch, capsys):
     assert code == 1, err
     rows = json.loads(out)["rows"]
     regressed = {(r["case_id"], r["metric"]) for r in rows if r["verdict"] == "regressed"}
-    assert regressed and {m for _, m in regressed} == {"bytes_moved"}
-    assert all(r["verdict"] == "unchanged" for r in rows if r["metric"] != "bytes_moved")
+    # doubling the bytes halves the arithmetic intensity derived from them: both regress
+    changed = {"bytes_moved", "arithmetic_intensity"}
+    assert regressed and {m for _, m in regressed} == changed
+    assert all(r["verdict"] == "unchanged" for r in rows if r["metric"] not in changed)
     worktrees = subprocess.run(["git", "-C", str(repo), "worktree", "list"],
                                capture_output=True, text=True).stdout
     assert len(worktrees.strip().splitlines()) == 1  # the temporary worktree is gone
