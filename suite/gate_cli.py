@@ -617,24 +617,3 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="run name (default import-<file stem>)")
     p.add_argument("--results", default="results")
     p.set_defaults(func=cmd_import)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point with only these subcommands (``python -m suite.gate_cli``; tests).
-
-    Mirrors ``suite.cli.main``: an EffbenchError prints one line and returns 2.
-    """
-    from suite.errors import EffbenchError
-
-    ap = argparse.ArgumentParser(prog="effbench")
-    add_parsers(ap.add_subparsers(dest="command", required=True))
-    args = ap.parse_args(argv)
-    try:
-        return args.func(args)
-    except EffbenchError as e:
-        print(f"effbench: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

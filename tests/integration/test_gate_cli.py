@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from suite import gate_cli
+from suite.cli import main as cli_main
 from suite.cli import main as effbench
 from suite.store import list_runs, load_records
 
@@ -23,7 +23,7 @@ def results(tmp_path_factory):
 
 
 def run_cli(capsys, *argv):
-    code = gate_cli.main(list(argv))
+    code = cli_main(list(argv))
     out = capsys.readouterr()
     return code, out.out, out.err
 

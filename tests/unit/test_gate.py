@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from suite import baselines, gate_cli
+from suite.cli import main as cli_main
 from suite.errors import ConfigError, StoreError
 from suite.gate import Thresholds, compare, metric_class, passed, pool_runs
 from suite.records import Record
@@ -230,7 +231,7 @@ def results(tmp_path):
 
 
 def run_cli(capsys, *argv):
-    code = gate_cli.main(list(argv))
+    code = cli_main(list(argv))
     out = capsys.readouterr()
     return code, out.out, out.err
 
