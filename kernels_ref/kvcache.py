@@ -212,6 +212,17 @@ class FullKVCache:
         """Bytes reserved by the buffers, including unused capacity."""
         return sum(buf.allocated_nbytes() for buf in (*self._k, *self._v))
 
+    def read_cost(self) -> tuple[float, float]:
+        """Analytic (bytes moved, FLOPs) of reading every layer: views move nothing; a storage
+        dtype other than the model's is cast, reading the store and writing the copy.
+        """
+        if self.dtype == self.layout.dtype:
+            return 0.0, 0.0
+        elem = torch.tensor([], dtype=self.layout.dtype).element_size()
+        stored = self.nbytes()
+        per_elem = torch.tensor([], dtype=self.dtype).element_size()
+        return float(stored + stored // per_elem * elem), 0.0
+
 
 class FullKVCacheFactory:
     """Makes ``FullKVCache``s; ``dtype=None`` stores at the model dtype from the layout."""
@@ -459,6 +470,23 @@ class KIVICache:
             total += sum(buf.used_nbytes() for buf in st.store())
             total += sum(t.numel() * t.element_size() for t in st.residual_views())
         return total
+
+    def read_cost(self) -> tuple[float, float]:
+        """Analytic (bytes moved, FLOPs) of reading every layer, as ``read`` does it.
+
+        Materialising caches return views: nothing moves. Compact caches must read the packed
+        store and the residual (``nbytes``) and write the full-precision sequence of every
+        layer (2 x kv_heads x tokens x head_dim elements); dequantizing costs one multiply and
+        one add per quantized element. This is the traffic of an ideal fused dequantize kernel;
+        the reference implementation also writes and re-reads an intermediate prefix.
+        """
+        if self.materialize:
+            return 0.0, 0.0
+        lay = self.layout
+        elem = torch.tensor([], dtype=lay.dtype).element_size()
+        written = sum(2 * lay.kv_heads * st.length * lay.head_dim * elem for st in self._layers)
+        flops = sum(4 * lay.kv_heads * st.quantized * lay.head_dim for st in self._layers)
+        return float(self.nbytes() + written), float(flops)
 
     def scratch_nbytes(self) -> int:
         """Bytes of the materialised dequantized prefix (0 when compact; not in ``nbytes``)."""

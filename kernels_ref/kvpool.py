@@ -89,6 +89,10 @@ class PooledKVCache:
             raise ValueError(f"truncate length must be >= 0, got {length}")
         self.lengths = [min(n, length) for n in self.lengths]
 
+    def read_cost(self) -> tuple[float, float]:
+        """Analytic (bytes moved, FLOPs) of reading every layer: views of the slot, nothing."""
+        return 0.0, 0.0
+
     def nbytes(self) -> int:
         """Bytes of the stored tokens (the slot's used part, not the pool's capacity)."""
         lay = self.pool.layout

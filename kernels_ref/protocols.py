@@ -72,6 +72,8 @@ class KVCache(Protocol):
     ``read`` returns full-precision tensors (dequantized where the cache compresses), so any
     attention backend can consume any cache. ``truncate`` rolls back rejected speculative tokens.
     ``nbytes`` is measured from the tensors the cache really holds, never computed from a formula.
+    Optionally a cache offers ``read_cost() -> (bytes, flops)``, the analytic traffic and work
+    of reading every layer, which places the kernel-level read on the roofline.
     """
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None: ...

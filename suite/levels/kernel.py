@@ -132,7 +132,10 @@ def kvcache_case(case: Case, ctx: RunContext) -> list[Metric]:
         read = measure(lambda: read_all(cache), **opts)
     per_token = [s / tokens for s in append.samples]
     nbytes = cache.nbytes()
-    return [
+    read_bytes, read_flops = cache.read_cost() if hasattr(cache, "read_cost") else (0.0, 0.0)
+    roof = (roofline_metrics(ctx, read_bytes, read_flops, read.median) if read_bytes > 0
+            else [])  # a read that returns views moves nothing: no roofline point
+    return roof + [
         from_samples("append_latency_per_token", per_token, "s", "lower", timing_extra(append)),
         from_samples("read_latency", read.samples, "s", "lower", timing_extra(read)),
         scalar("bytes_per_token", nbytes / tokens, "B", "lower"),
