@@ -100,7 +100,7 @@ def save_checkpoint(
 # ----------------------------------------------------------------------------- loading
 
 
-def _read_config(path: Path) -> dict:
+def read_config(path: Path) -> dict:
     if not path.exists():
         raise ValueError(f"not a checkpoint: {path} does not exist")
     if not path.is_dir():
@@ -228,7 +228,7 @@ def load_checkpoint(
     RoPE table (Llama 3's 131072 positions cost memory a benchmark never uses).
     """
     path = Path(resolve_model(path))
-    d = _read_config(path)
+    d = read_config(path)
     files = _weight_files(path)
     cfg = config_from_dict(d, max_positions)
     _, scaling = _rope_spec(d)

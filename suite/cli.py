@@ -131,7 +131,7 @@ def _cmd_profile_tklqt(args: argparse.Namespace) -> int:
     import json
 
     from profilers.tklqt_sweep import sweep
-    from suite.context import _load, check_model
+    from suite.context import check_model, load_model
     from suite.devices import describe, resolve_device, resolve_dtype
     from suite.profiling import store_sweep
 
@@ -148,7 +148,7 @@ def _cmd_profile_tklqt(args: argparse.Namespace) -> int:
         check_model(args.model)
     except ValueError as e:
         raise ConfigError(str(e), "--model") from None
-    model, _ = _load(args.model, device, resolve_dtype("auto", device), 0)
+    model, _ = load_model(args.model, device, resolve_dtype("auto", device), 0)
     out = sweep(model, sorted(set(sizes)), Path(args.out), args.prompt_len, args.new_tokens)
     store = store_sweep(
         args.results, out.table.to_dict("records"), out.unavailable,

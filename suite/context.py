@@ -14,10 +14,10 @@ import torch
 
 from kernels_ref.checkpoint import (
     KNOWN_CONFIGS,
-    _read_config,
     config_from_dict,
     load_checkpoint,
     random_model,
+    read_config,
     resolve_model,
 )
 from kernels_ref.evalset import load_evalset
@@ -35,7 +35,7 @@ class RunContext:
 
     @cached_property
     def _target(self) -> tuple[LlamaModel, Tokenizer | None]:
-        return _load(self.preset.run.model, self.device, self.dtype, self.preset.run.seed)
+        return load_model(self.preset.run.model, self.device, self.dtype, self.preset.run.seed)
 
     @cached_property
     def model_config(self) -> LlamaConfig:
@@ -45,7 +45,7 @@ class RunContext:
         name = self.preset.run.model
         if name in KNOWN_CONFIGS:
             return config_from_dict({"model_type": "llama", **KNOWN_CONFIGS[name]})
-        return config_from_dict(_read_config(resolve_model(name)))
+        return config_from_dict(read_config(resolve_model(name)))
 
     @property
     def model(self) -> LlamaModel:
@@ -61,7 +61,7 @@ class RunContext:
 
     @cached_property
     def _draft(self) -> tuple[LlamaModel, Tokenizer | None]:
-        return _load(self.preset.run.draft, self.device, self.dtype, self.preset.run.seed)
+        return load_model(self.preset.run.draft, self.device, self.dtype, self.preset.run.seed)
 
     @property
     def draft(self) -> LlamaModel:
@@ -94,7 +94,7 @@ class RunContext:
         }
 
 
-def _load(name: str, device: torch.device, dtype: torch.dtype, seed: int):
+def load_model(name: str, device: torch.device, dtype: torch.dtype, seed: int):
     """A checkpoint by embedded name or path, or random weights for a known real shape."""
     if name in KNOWN_CONFIGS:
         return random_model(name, seed=seed, dtype=dtype, device=device)
@@ -105,4 +105,4 @@ def _load(name: str, device: torch.device, dtype: torch.dtype, seed: int):
 def check_model(name: str) -> None:
     """Fail fast (ValueError, one line) when ``name`` is neither a known shape nor a checkpoint."""
     if name not in KNOWN_CONFIGS:
-        _read_config(resolve_model(name))
+        read_config(resolve_model(name))
