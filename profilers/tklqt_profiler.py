@@ -70,10 +70,14 @@ class TKLQTProfiler:
         """Write the Chrome trace gzipped under ``artifact_dir``; return its path."""
         self.artifact_dir.mkdir(parents=True, exist_ok=True)
         stem = f"tklqt{'_' + self.tag if self.tag else ''}_{time.time_ns()}"
-        path = self.artifact_dir / f"{stem}.json.gz"
-        with tempfile.TemporaryDirectory() as tmp:
-            plain = Path(tmp) / "trace.json"
-            prof.export_chrome_trace(str(plain))
-            with open(plain, "rb") as src, gzip.open(path, "wb", compresslevel=6) as dst:
-                shutil.copyfileobj(src, dst)
-        return path
+        return export_gzipped(prof, self.artifact_dir / f"{stem}.json.gz")
+
+
+def export_gzipped(prof: Any, path: Path) -> Path:
+    """Write a finished ``torch.profiler.profile``'s Chrome trace to ``path``, gzipped."""
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(plain))
+        with open(plain, "rb") as src, gzip.open(path, "wb", compresslevel=6) as dst:
+            shutil.copyfileobj(src, dst)
+    return path

@@ -12,8 +12,6 @@ keeps the traces, and every row says why TKLQT is unavailable.
 
 from __future__ import annotations
 
-import gzip
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from kernels_ref.requests import Request
 from kernels_ref.scheduling import ContinuousBatching
 from profilers.kineto import load_trace
 from profilers.tklqt import Transition, detect_transition, kernel_table, summarize
+from profilers.tklqt_profiler import export_gzipped
 
 NO_KERNELS = "no CUDA kernels in trace: no NVIDIA GPU"
 
@@ -68,12 +67,7 @@ def profile_batch(
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
         res = engine.run(_requests(batch, prompt_len, new_tokens, vocab, seed))
-    raw = trace_path.with_suffix("")
-    prof.export_chrome_trace(str(raw))
-    with open(raw, "rb") as src, gzip.open(trace_path, "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    raw.unlink()
-    return res, trace_path
+    return res, export_gzipped(prof, trace_path)
 
 
 def phase_rows(res: EngineResult, steps: pd.DataFrame, batch: int) -> list[dict]:

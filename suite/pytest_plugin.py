@@ -150,18 +150,10 @@ def kernel_callable(case: Any, ctx: Any) -> Callable[[], Any]:
     from suite import registry
     from suite.levels import kernel as kernel_level
 
-    gen = torch.Generator(device="cpu").manual_seed(ctx.preset.run.seed)
     impl = registry.get(case.technique).build(case.param_dict)
     if case.family == "attention":
-        shape = kernel_level._shape(case, ctx)
-
-        def rand(h: int, n: int) -> torch.Tensor:
-            t = torch.randn(shape.batch, h, n, shape.head_dim, generator=gen)
-            return t.to(device=ctx.device, dtype=ctx.dtype)
-
-        q, k, v = (rand(shape.heads, shape.q_len), rand(shape.kv_heads, shape.kv_len),
-                   rand(shape.kv_heads, shape.kv_len))
-        fn = impl.decode if shape.q_len == 1 else impl.forward
+        shape, q, k, v = kernel_level.attention_inputs(case, ctx)
+        fn = kernel_level.attention_kernel(impl, shape)
 
         def attention() -> Any:
             with torch.inference_mode():
@@ -169,24 +161,11 @@ def kernel_callable(case: Any, ctx: Any) -> Callable[[], Any]:
 
         return attention
     if case.family == "kvcache":
-        from kernels_ref.protocols import CacheLayout
-
-        tokens = int(case.workload.removeprefix("kv-"))
-        cfg = ctx.model_config
-        layout = CacheLayout(num_layers=cfg.num_hidden_layers, kv_heads=cfg.num_key_value_heads,
-                             head_dim=cfg.head_dim, dtype=ctx.dtype, device=ctx.device)
-        shp = (layout.kv_heads, tokens, layout.head_dim)
-        data = [(torch.randn(shp, generator=gen).to(ctx.device, ctx.dtype),
-                 torch.randn(shp, generator=gen).to(ctx.device, ctx.dtype))
-                for _ in range(layout.num_layers)]
+        layout, _, data = kernel_level.kvcache_inputs(case, ctx)
 
         def fill() -> Any:
             with torch.inference_mode():
-                cache_ = impl.new_cache(layout)
-                for t in range(tokens):
-                    for layer, (kk, vv) in enumerate(data):
-                        cache_.append(layer, kk[:, t : t + 1], vv[:, t : t + 1])
-                return cache_
+                return kernel_level.fill_token_by_token(impl, layout, data)
 
         return fill
     raise ValueError(f"family {case.family} has no kernel level")

@@ -9,6 +9,9 @@ from the cache's real tensors, compression ratio against the full cache, reconst
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from kernels_ref.attention import DenseAttention, reference_attention
@@ -22,7 +25,7 @@ from suite.levels import Metric, from_samples, scalar, timing_extra
 from suite.timing import measure
 
 
-def _shape(case: Case, ctx: RunContext) -> AttentionShape:
+def attention_shape(case: Case, ctx: RunContext) -> AttentionShape:
     spec = next(s for s in ctx.preset.kernel.attention_shapes if s.name == case.workload)
     cfg = ctx.model_config
     return AttentionShape(
@@ -36,8 +39,11 @@ def _shape(case: Case, ctx: RunContext) -> AttentionShape:
     )
 
 
-def attention_case(case: Case, ctx: RunContext) -> list[Metric]:
-    shape = _shape(case, ctx)
+def attention_inputs(
+    case: Case, ctx: RunContext
+) -> tuple[AttentionShape, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The case's shape and its seeded random q, k, v (the same for every technique)."""
+    shape = attention_shape(case, ctx)
     gen = torch.Generator(device="cpu").manual_seed(ctx.preset.run.seed)
 
     def rand(h: int, n: int) -> torch.Tensor:
@@ -47,8 +53,52 @@ def attention_case(case: Case, ctx: RunContext) -> list[Metric]:
     q, k, v = rand(shape.heads, shape.q_len), rand(shape.kv_heads, shape.kv_len), rand(
         shape.kv_heads, shape.kv_len
     )
+    return shape, q, k, v
+
+
+def attention_kernel(backend: Any, shape: AttentionShape) -> Callable[..., torch.Tensor]:
+    """The timed call: ``decode`` for one query, ``forward`` otherwise."""
+    return backend.decode if shape.q_len == 1 else backend.forward
+
+
+def kvcache_inputs(
+    case: Case, ctx: RunContext
+) -> tuple[CacheLayout, int, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """The model's cache layout, the case's token count and seeded random keys/values."""
+    tokens = int(case.workload.removeprefix("kv-"))
+    cfg = ctx.model_config
+    layout = CacheLayout(
+        num_layers=cfg.num_hidden_layers,
+        kv_heads=cfg.num_key_value_heads,
+        head_dim=cfg.head_dim,
+        dtype=ctx.dtype,
+        device=ctx.device,
+    )
+    gen = torch.Generator(device="cpu").manual_seed(ctx.preset.run.seed)
+    shape = (layout.kv_heads, tokens, layout.head_dim)
+    data = [
+        (torch.randn(shape, generator=gen).to(ctx.device, ctx.dtype),
+         torch.randn(shape, generator=gen).to(ctx.device, ctx.dtype))
+        for _ in range(layout.num_layers)
+    ]
+    return layout, tokens, data
+
+
+def fill_token_by_token(
+    factory: Any, layout: CacheLayout, data: list[tuple[torch.Tensor, torch.Tensor]]
+) -> Any:
+    """A fresh cache filled one decode token at a time, every layer (the timed append work)."""
+    cache = factory.new_cache(layout)
+    for t in range(data[0][0].shape[1]):
+        for layer, (k, v) in enumerate(data):
+            cache.append(layer, k[:, t : t + 1], v[:, t : t + 1])
+    return cache
+
+
+def attention_case(case: Case, ctx: RunContext) -> list[Metric]:
+    shape, q, k, v = attention_inputs(case, ctx)
     backend = registry.get(case.technique).build(case.param_dict)
-    fn = backend.decode if shape.q_len == 1 else backend.forward
+    fn = attention_kernel(backend, shape)
     with torch.inference_mode():
         out = fn(q, k, v)
         if registry.get(case.technique).baseline:
@@ -88,30 +138,8 @@ def roofline_metrics(ctx: RunContext, nbytes: float, flops: float, seconds: floa
 
 
 def kvcache_case(case: Case, ctx: RunContext) -> list[Metric]:
-    tokens = int(case.workload.removeprefix("kv-"))
-    cfg = ctx.model_config
-    layout = CacheLayout(
-        num_layers=cfg.num_hidden_layers,
-        kv_heads=cfg.num_key_value_heads,
-        head_dim=cfg.head_dim,
-        dtype=ctx.dtype,
-        device=ctx.device,
-    )
-    gen = torch.Generator(device="cpu").manual_seed(ctx.preset.run.seed)
-    shape = (layout.kv_heads, tokens, layout.head_dim)
-    data = [
-        (torch.randn(shape, generator=gen).to(ctx.device, ctx.dtype),
-         torch.randn(shape, generator=gen).to(ctx.device, ctx.dtype))
-        for _ in range(layout.num_layers)
-    ]
+    layout, tokens, data = kvcache_inputs(case, ctx)
     factory = registry.get(case.technique).build(case.param_dict)
-
-    def fill_token_by_token():
-        cache = factory.new_cache(layout)
-        for t in range(tokens):
-            for layer, (k, v) in enumerate(data):
-                cache.append(layer, k[:, t : t + 1], v[:, t : t + 1])
-        return cache
 
     def read_all(cache):
         for layer in range(layout.num_layers):
@@ -119,7 +147,7 @@ def kvcache_case(case: Case, ctx: RunContext) -> list[Metric]:
 
     opts = ctx.timing_options()
     with torch.inference_mode():
-        cache = fill_token_by_token()
+        cache = fill_token_by_token(factory, layout, data)
         full = FullKVCacheFactory().new_cache(layout)
         for layer, (k, v) in enumerate(data):
             full.append(layer, k, v)
@@ -128,7 +156,7 @@ def kvcache_case(case: Case, ctx: RunContext) -> list[Metric]:
             kr, vr = cache.read(layer)
             kerr.append(((kr.float() - k.float()).norm() / k.float().norm()).item())
             verr.append(((vr.float() - v.float()).norm() / v.float().norm()).item())
-        append = measure(fill_token_by_token, **opts)
+        append = measure(lambda: fill_token_by_token(factory, layout, data), **opts)
         read = measure(lambda: read_all(cache), **opts)
     per_token = [s / tokens for s in append.samples]
     nbytes = cache.nbytes()
