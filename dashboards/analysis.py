@@ -7,33 +7,9 @@ import json
 import pandas as pd
 
 KERNEL_LATENCIES = ("latency", "read_latency", "append_latency_per_token")
-MATCH_KEYS = ["family", "level", "workload", "technique", "params", "metric"]
 PROFILE_PREFIXES = tuple(f"{p}." for p in (
     "tklqt", "energy", "bandwidth", "host", "memory", "nvml", "rapl", "power", "roofline"))
 """Profiler metrics are stored as ``<profiler>.<name>`` (profilers.base)."""
-
-
-def median_ratio(
-    a: pd.DataFrame, b: pd.DataFrame, tolerance: float = 0.05
-) -> pd.DataFrame:
-    """Compare run ``b`` against run ``a``: per matching case and metric, median b / median a.
-
-    ``verdict`` is direction-aware: ``improved`` or ``regressed`` when the ratio leaves the
-    ``tolerance`` band around 1, else ``unchanged``; rows measured in one run only are dropped.
-    """
-    cols = MATCH_KEYS + ["value", "direction", "unit"]
-    ok_a = a[a["status"] == "ok"][cols].groupby(MATCH_KEYS, dropna=False)
-    ok_b = b[b["status"] == "ok"][cols].groupby(MATCH_KEYS, dropna=False)
-    left = ok_a.agg(a=("value", "median"), direction=("direction", "first"),
-                    unit=("unit", "first"))
-    right = ok_b.agg(b=("value", "median"))
-    out = left.join(right, how="inner").reset_index()
-    out["ratio"] = out["b"] / out["a"]
-    better = out["ratio"].where(out["direction"] == "higher", 1 / out["ratio"])
-    out["verdict"] = "unchanged"
-    out.loc[better > 1 + tolerance, "verdict"] = "improved"
-    out.loc[better < 1 - tolerance, "verdict"] = "regressed"
-    return out[MATCH_KEYS + ["unit", "direction", "a", "b", "ratio", "verdict"]]
 
 
 def best_cases(wide: pd.DataFrame, info: pd.DataFrame, technique: str) -> pd.DataFrame:

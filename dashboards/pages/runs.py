@@ -5,29 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
-from dashboards.analysis import median_ratio
+from dashboards.charts import comparison_bar
 from dashboards.state import page_store
-
-GATE_MISSING = (
-    "The regression gate (`suite.gate`) is not installed in this checkout yet: showing a plain "
-    "median-ratio comparison instead. Land the gate to get its verdicts here."
-)
-
-
-def _gate_verdicts(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame | None:
-    """``suite.gate.compare(a, b)`` as a table, or None when the gate is not there (yet)."""
-    try:
-        from suite.gate import compare  # noqa: PLC0415 - optional module, imported lazily
-    except ImportError:
-        return None
-    result = compare(a, b)
-    if isinstance(result, pd.DataFrame):
-        return result
-    to_frame = getattr(result, "to_frame", None)
-    return to_frame() if callable(to_frame) else pd.DataFrame({"verdict": [str(result)]})
+from suite.errors import EffbenchError
+from suite.gate import compare
 
 
 def render() -> None:
@@ -54,26 +37,21 @@ def render() -> None:
     b = c2.selectbox("candidate run (B)", ids, index=0, key="run_b")
     rec_a = store.records[store.records["run_id"] == a]
     rec_b = store.records[store.records["run_id"] == b]
-    verdicts = _gate_verdicts(rec_a, rec_b)
-    if verdicts is not None:
-        st.caption("Verdicts from the regression gate (`suite.gate.compare`), A as baseline.")
-        if "verdict" in verdicts:
-            counts = verdicts["verdict"].value_counts()
-            for col, (verdict, n) in zip(st.columns(max(1, len(counts))), counts.items()):
-                col.metric(str(verdict), int(n))
-        st.dataframe(verdicts, hide_index=True, key="gate_table")
+    try:
+        verdicts = compare(rec_a, rec_b)
+    except EffbenchError as e:  # e.g. no case in common
+        st.info(f"These two runs cannot be compared: {e}")
         return
-    st.info(GATE_MISSING)
-    tol = st.slider("noise band (±)", 0.0, 0.5, 0.05, 0.01, key="tolerance")
-    table = median_ratio(rec_a, rec_b, tolerance=tol)
-    if table.empty:
-        st.info("The two runs share no case: compare runs of the same preset.")
-        return
-    counts = table["verdict"].value_counts()
-    m = st.columns(3)
-    for col, verdict in zip(m, ("improved", "unchanged", "regressed")):
-        col.metric(verdict, int(counts.get(verdict, 0)))
-    st.dataframe(table, hide_index=True, key="ratio_table")
-
+    st.caption("Verdicts of `effbench compare` (suite.gate.compare), A as baseline.")
+    counts = verdicts["verdict"].value_counts()
+    for col, (verdict, n) in zip(st.columns(max(1, len(counts))), counts.items()):
+        col.metric(str(verdict), int(n))
+    ratios = verdicts.dropna(subset=["ratio"]).assign(
+        item=lambda d: d["case_id"] + " · " + d["metric"])
+    if not ratios.empty:
+        st.plotly_chart(comparison_bar(ratios, "item", "ratio", color="verdict",
+                                       title="candidate / baseline median", reference=1.0),
+                        key="gate_chart")
+    st.dataframe(verdicts, hide_index=True, key="gate_table")
 
 render()

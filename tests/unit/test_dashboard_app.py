@@ -137,24 +137,18 @@ def test_hypervolume_third_metric_and_downloads(store):
 
 
 def test_runs_page_compares_two_runs(store):
+    from suite.gate import compare
+
     at = app(store, "runs")
     assert len(at.dataframe[0].value) == 2
-    try:
-        from suite.gate import compare
-    except ImportError:
-        assert any("gate" in i.value for i in at.info)
-        table = at.dataframe[-1].value
-        lat = table[table["metric"] == "latency"]
-        assert len(lat) and (lat["verdict"] == "regressed").all()
-        assert lat["ratio"].round(6).eq(1.5).all()
-        tput = table[table["metric"] == "tflops"]
-        assert (tput["verdict"] == "unchanged").all()
-    else:
-        runs = at.dataframe[0].value["run_id"].tolist()  # newest first: B = runs[0]
-        recs = read_store(store).records
-        want = compare(recs[recs["run_id"] == runs[1]], recs[recs["run_id"] == runs[0]])
-        shown = at.dataframe[-1].value
-        assert len(shown) == len(want) > 0
+    runs = at.dataframe[0].value["run_id"].tolist()  # newest first: B = runs[0]
+    recs = read_store(store).records
+    want = compare(recs[recs["run_id"] == runs[1]], recs[recs["run_id"] == runs[0]])
+    shown = at.dataframe[-1].value
+    assert len(shown) == len(want) > 0
+    assert list(shown["verdict"]) == list(want["verdict"])
+    bars = chart(at)  # candidate/baseline ratios, one bar group per verdict
+    assert {d["name"] for d in bars["data"]} == set(want.dropna(subset=["ratio"])["verdict"])
 
 
 def test_techniques_page_lists_registry_and_best_cases(store):

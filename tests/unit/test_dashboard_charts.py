@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from dashboards.analysis import median_ratio, profile_metrics
+from dashboards.analysis import profile_metrics
 from dashboards.charts import (
     better_corner,
     comparison_bar,
@@ -64,17 +64,6 @@ def test_roofline_and_bar():
     assert roof.max() == 1e12 and roof.min() < 1e12
     bar = comparison_bar(df, "label", "perf", reference=1.0)
     assert list(bar.data[0].y) == ["a", "b"]
-
-
-def test_median_ratio_is_direction_aware():
-    base = {"family": "f", "level": "kernel", "workload": "w", "technique": "t", "params": "{}",
-            "status": "ok", "unit": "s"}
-    a = pd.DataFrame([{**base, "metric": "lat", "value": 1.0, "direction": "lower"},
-                      {**base, "metric": "tput", "value": 1.0, "direction": "higher"},
-                      {**base, "metric": "acc", "value": 1.0, "direction": "higher"}])
-    b = a.assign(value=[2.0, 2.0, 1.01])
-    got = median_ratio(a, b).set_index("metric")["verdict"].to_dict()
-    assert got == {"lat": "regressed", "tput": "improved", "acc": "unchanged"}
 
 
 def test_small_helpers():
