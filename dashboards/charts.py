@@ -170,35 +170,20 @@ def comparison_bar(
     return fig
 
 
-def tklqt_transition(batch: Sequence[float], tklqt: Sequence[float]) -> float | None:
-    """Batch size where TKLQT jumps most between consecutive batch sizes (log scale).
-
-    TKLQT (total kernel launch and queuing time) stays small while the CPU is the bottleneck and
-    rises once kernels queue behind a busy accelerator; the largest log step marks that change.
-    """
-    s = pd.Series(list(tklqt), index=list(batch), dtype=float).sort_index()
-    s = s[s > 0]
-    if len(s) < 2:
-        return None
-    steps = np.diff(np.log(s.to_numpy()))
-    return float(s.index[int(np.argmax(steps)) + 1])
-
-
 def tklqt_figure(
     df: pd.DataFrame, batch: str = "batch_size", value: str = "tklqt",
     group: str = "technique", unit: str = "s", marks: dict[str, float] | None = None,
 ) -> go.Figure:
     """TKLQT against batch size, one line per ``group``, each transition marked by a dashed line.
 
-    ``marks`` gives the transition per group (from ``profilers.tklqt.detect_transition``, the
-    documented method); groups without one fall back to the largest log step.
+    ``marks`` gives the transition per group, found by ``profilers.tklqt.detect_transition``
+    (the one documented method); a group without a mark never left the CPU-bound regime.
     """
     fig = go.Figure()
     for name, part in df.sort_values(batch).groupby(group, sort=True):
         fig.add_trace(go.Scatter(x=part[batch], y=part[value], mode="lines+markers",
                                  name=str(name)))
-        at = (marks or {}).get(str(name)) if marks and str(name) in marks else (
-            tklqt_transition(part[batch], part[value]))
+        at = (marks or {}).get(str(name))
         if at is not None:
             fig.add_vline(x=at, line_dash="dash", line_color="#888",
                           annotation_text=f"{name}: CPU→GPU bound at {at:g}")

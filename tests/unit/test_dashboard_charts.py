@@ -11,7 +11,6 @@ from dashboards.charts import (
     frontier_keys,
     roofline_figure,
     tklqt_figure,
-    tklqt_transition,
 )
 from dashboards.data import decades, filter_cases
 from dashboards.pareto import pareto_mask
@@ -47,14 +46,14 @@ def test_better_corner():
     assert better_corner("lower", "higher") == "better: upper-left ↖"
 
 
-def test_tklqt_transition_and_figure():
+def test_tklqt_figure_marks_only_the_given_transitions():
     batch = [1, 2, 4, 8, 16, 32]
     tklqt = [1e-4, 1.1e-4, 1.2e-4, 5e-3, 6e-3, 7e-3]
-    assert tklqt_transition(batch, tklqt) == 8
-    assert tklqt_transition([1], [1.0]) is None
-    df = pd.DataFrame({"batch_size": batch, "tklqt": tklqt, "technique": "x"})
-    fig = tklqt_figure(df)
-    assert len(fig.data) == 1 and any("8" in a.text for a in fig.layout.annotations)
+    df = pd.DataFrame({"batch_size": batch * 2, "tklqt": tklqt * 2,
+                       "technique": ["x"] * 6 + ["y"] * 6})
+    fig = tklqt_figure(df, marks={"x": 8.0})
+    assert len(fig.data) == 2
+    assert [a.text for a in fig.layout.annotations] == ["x: CPU→GPU bound at 8"]
 
 
 def test_roofline_and_bar():
