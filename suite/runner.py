@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
@@ -73,50 +73,26 @@ def filter_cases(
     return cases
 
 
-def _records(case: Case, ctx_device: str, run_id: str, metrics: list[Metric]) -> list[Record]:
-    now = time.time_ns()
+def _record(case: Case, device: str, run_id: str, **fields: Any) -> Record:
+    """A record carrying the case's identity; ``fields`` give the metric and its outcome."""
+    return Record(run_id=run_id, case_id=case.case_id, technique=case.technique,
+                  family=case.family, level=case.level, params=case.param_dict,
+                  workload=case.workload, device=device, created_ns=time.time_ns(), **fields)
+
+
+def _records(case: Case, device: str, run_id: str, metrics: list[Metric]) -> list[Record]:
     return [
-        Record(
-            run_id=run_id,
-            case_id=case.case_id,
-            technique=case.technique,
-            family=case.family,
-            level=case.level,
-            params=case.param_dict,
-            workload=case.workload,
-            device=ctx_device,
-            metric=m.metric,
-            value=m.value,
-            unit=m.unit,
-            direction=m.direction,
-            samples=m.samples,
-            stats=m.stats,
-            created_ns=now,
-        )
+        _record(case, device, run_id, metric=m.metric, value=m.value, unit=m.unit,
+                direction=m.direction, samples=m.samples, stats=m.stats)
         for m in metrics
     ]
 
 
-def _failure(case: Case, device: str, run_id: str, error: str) -> list[Record]:
-    return [
-        Record(
-            run_id=run_id,
-            case_id=case.case_id,
-            technique=case.technique,
-            family=case.family,
-            level=case.level,
-            params=case.param_dict,
-            workload=case.workload,
-            device=device,
-            metric="error",
-            value=math.nan,
-            unit="",
-            direction="lower",
-            status="failed",
-            error=error,
-            created_ns=time.time_ns(),
-        )
-    ]
+def _not_measured(case: Case, device: str, run_id: str, metric: str, status: str,
+                  error: str) -> Record:
+    """A failed case (``error``) or an unavailable profiler (``skipped``), with the reason."""
+    return _record(case, device, run_id, metric=metric, value=math.nan, unit="",
+                   direction="lower", status=status, error=error)
 
 
 def _profiler_records(
@@ -130,13 +106,8 @@ def _profiler_records(
     metrics, skipped = [], []
     for r in results:
         if r.unavailable:
-            skipped.append(Record(
-                run_id=run_id, case_id=case.case_id, technique=case.technique,
-                family=case.family, level=case.level, params=case.param_dict,
-                workload=case.workload, device=device, metric=f"{r.profiler}.unavailable",
-                value=math.nan, unit="", direction="lower", status="skipped",
-                error=r.unavailable, created_ns=time.time_ns(),
-            ))
+            skipped.append(_not_measured(case, device, run_id, f"{r.profiler}.unavailable",
+                                         "skipped", r.unavailable))
             continue
         for name, (value, unit) in r.metrics.items():
             direction = "higher" if unit.endswith("/s") else "lower"
@@ -208,12 +179,13 @@ def run(
     t0 = time.perf_counter()
     if done:
         log(f"resuming {store.run_id}: {len(cases) - len(todo)} case(s) already done")
+    index = {c.case_id: i for i, c in enumerate(cases)}
     bar = tqdm(todo, desc=preset.run.name, unit="case", disable=not progress, leave=False)
     for case in bar:
         bar.set_postfix_str(f"{case.level}:{case.technique}", refresh=True)
         try:
             if profile:
-                recs = _profiled(case, ctx, label, store, profile, cases.index(case))
+                recs = _profiled(case, ctx, label, store, profile, index[case.case_id])
             else:
                 recs = _records(case, label, store.run_id, run_case(case, ctx))
         except Exception as e:  # noqa: BLE001 - every failure is recorded, the sweep goes on
@@ -222,7 +194,7 @@ def run(
                 torch.cuda.empty_cache()
             where = traceback.extract_tb(e.__traceback__)[-1]
             msg = f"{type(e).__name__}: {e} ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})"
-            recs = _failure(case, label, store.run_id, msg)
+            recs = [_not_measured(case, label, store.run_id, "error", "failed", msg)]
             log(f"case failed: {case.case_id}: {msg}")
         store.append(recs)
     bar.close()
