@@ -9,7 +9,7 @@ import pandas as pd
 KERNEL_LATENCIES = ("latency", "read_latency", "append_latency_per_token")
 PROFILE_PREFIXES = tuple(f"{p}." for p in (
     "tklqt", "energy", "bandwidth", "host", "memory", "nvml", "rapl", "power", "roofline"))
-"""Profiler metrics are stored as ``<profiler>.<name>`` (profilers.base)."""
+"""Profiler metrics are stored as ``<profiler>.<name>`` (effbench.profilers.base)."""
 
 
 def best_cases(wide: pd.DataFrame, info: pd.DataFrame, technique: str) -> pd.DataFrame:
@@ -94,7 +94,7 @@ def tklqt_sweep(wide: pd.DataFrame) -> pd.DataFrame:
 
 def transitions(sweep: pd.DataFrame) -> dict[str, float]:
     """Per phase, the CPU->GPU-bound batch size by the documented method (docs/METRICS.md)."""
-    from profilers.tklqt import detect_transition
+    from effbench.profilers.tklqt import detect_transition
 
     need = {"tklqt.t_lq_median_us", "tklqt.gpu_idle_fraction"}
     if not need <= set(sweep.columns):

@@ -13,9 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from effbench.dashboards.pareto import frontier_line
 from plotly.colors import qualitative
-
-from dashboards.pareto import frontier_line
 
 HOVER_KEYS = ("label", "workload", "level", "run_id")
 _DIM = 0.4
@@ -176,7 +175,8 @@ def tklqt_figure(
 ) -> go.Figure:
     """TKLQT against batch size, one line per ``group``, each transition marked by a dashed line.
 
-    ``marks`` gives the transition per group, found by ``profilers.tklqt.detect_transition``
+    ``marks`` gives the transition per group, found by
+    ``effbench.profilers.tklqt.detect_transition``
     (the one documented method); a group without a mark never left the CPU-bound regime.
     """
     fig = go.Figure()

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
-
-from suite.errors import StoreError
-from suite.report import params_label
-from suite.store import RUNS_DIR, SCHEMA, StoreWarning, list_runs, load_records
+from effbench.suite.errors import StoreError
+from effbench.suite.report import params_label
+from effbench.suite.store import RUNS_DIR, SCHEMA, StoreWarning, list_runs, load_records
 
 ENV_VAR = "EFFBENCH_RESULTS"
 DEFAULT_ROOT = "results"

@@ -1,6 +1,7 @@
 """``effbench dash``: start the Streamlit dashboard on a results root (127.0.0.1 by default).
 
-``python -m dashboards.launch --results DIR [--host H] [--port N]`` works on its own; the CLI
+``python -m effbench.dashboards.launch --results DIR [--host H] [--port N]`` works on its own; the
+CLI
 calls ``main(argv)`` by file path so that ``suite`` never imports ``dashboards``.
 """
 

@@ -1,6 +1,6 @@
 """Reference attention backends: exact dense causal attention and StreamingLLM's sink + window.
 
-Both implement ``kernels_ref.protocols.AttentionBackend`` with PyTorch's
+Both implement ``effbench.kernels_ref.protocols.AttentionBackend`` with PyTorch's
 ``scaled_dot_product_attention`` (so they run on any device and pick the fastest fused kernel
 the device offers), plus closed-form ``flops``/``bytes`` for the roofline model.
 
@@ -22,8 +22,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-
-from kernels_ref.protocols import AttentionShape
+from effbench.kernels_ref.protocols import AttentionShape
 
 _MASK_CACHE_SIZE = 32
 

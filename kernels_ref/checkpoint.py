@@ -2,7 +2,8 @@
 
 Why this layout: a checkpoint written here loads unchanged in ``transformers`` (the integration
 tests compare logits), and any local Hugging Face Llama-family checkpoint loads into effbench's
-own :class:`~kernels_ref.model.LlamaModel`. Pickle-based ``.bin``/``.pt`` weights are refused,
+own :class:`~effbench.kernels_ref.model.LlamaModel`. Pickle-based ``.bin``/``.pt`` weights are
+refused,
 since unpickling runs arbitrary code. Also here: the embedded tiny checkpoints shipped inside the
 package, name resolution for them, and randomly initialised models of real shapes.
 """
@@ -16,12 +17,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from effbench.kernels_ref.model import LlamaConfig, LlamaModel, Rotary
+from effbench.kernels_ref.tokenizer import TOKENIZER_FILES, Tokenizer
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
-
-from kernels_ref.model import LlamaConfig, LlamaModel, Rotary
-from kernels_ref.tokenizer import TOKENIZER_FILES, Tokenizer
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral")
 CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"

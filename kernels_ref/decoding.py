@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-
-from kernels_ref.engine import Feed, StepBatch, StepContext, layout_of
-from kernels_ref.kvcache import FullKVCacheFactory
-from kernels_ref.protocols import KVCacheFactory
-from kernels_ref.requests import Request
+from effbench.kernels_ref.engine import Feed, StepBatch, StepContext, layout_of
+from effbench.kernels_ref.kvcache import FullKVCacheFactory
+from effbench.kernels_ref.protocols import KVCacheFactory
+from effbench.kernels_ref.requests import Request
 
 
 def _prefill_feeds(batch: StepBatch) -> list[tuple[Request, Feed]]:
@@ -95,13 +94,13 @@ class Speculative:
         self.per_step = []
 
     def _draft_forward(self, ctx: StepContext, feeds: list[Feed]) -> list[torch.Tensor | None]:
-        from kernels_ref.engine import run_forward
+        from effbench.kernels_ref.engine import run_forward
 
         return run_forward(ctx.draft, ctx.extras["draft_attention"], feeds)
 
     def step(self, ctx: StepContext, batch: StepBatch) -> None:
         if "draft_attention" not in ctx.extras:
-            from kernels_ref.attention import DenseAttention
+            from effbench.kernels_ref.attention import DenseAttention
 
             ctx.extras["draft_attention"] = DenseAttention()
         pre = _prefill_feeds(batch)

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-
-from kernels_ref.model import LlamaModel
-from kernels_ref.protocols import (
+from effbench.kernels_ref.model import LlamaModel
+from effbench.kernels_ref.protocols import (
     AttentionBackend,
     Budget,
     CacheLayout,
@@ -30,7 +29,7 @@ from kernels_ref.protocols import (
     KVCacheFactory,
     Scheduler,
 )
-from kernels_ref.requests import Phase, Request
+from effbench.kernels_ref.requests import Phase, Request
 
 
 @dataclass(frozen=True)

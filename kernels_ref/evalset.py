@@ -20,10 +20,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-from kernels_ref.corpus import Document
-from kernels_ref.model import LlamaModel
-from kernels_ref.tokenizer import Tokenizer
+from effbench.kernels_ref.corpus import Document
+from effbench.kernels_ref.model import LlamaModel
+from effbench.kernels_ref.tokenizer import Tokenizer
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "eval.jsonl"
 N_ITEMS = 64

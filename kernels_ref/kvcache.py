@@ -1,6 +1,7 @@
 """Per-sequence KV caches: a full-precision baseline and KIVI's asymmetric 2/4-bit quantization.
 
-Both implement ``kernels_ref.protocols.KVCache``: one sequence, per layer ``(kv_heads, tokens,
+Both implement ``effbench.kernels_ref.protocols.KVCache``: one sequence, per layer ``(kv_heads,
+tokens,
 head_dim)``, ``read`` returning full-precision tensors. Storage grows by doubling capacity, so
 an append is amortised O(1) and never re-concatenates the history.
 
@@ -11,8 +12,7 @@ Also here: the bit-packing and asymmetric quantization helpers KIVI is built fro
 from __future__ import annotations
 
 import torch
-
-from kernels_ref.protocols import CacheLayout
+from effbench.kernels_ref.protocols import CacheLayout
 
 _MIN_CAPACITY = 16
 KIVI_BITS = (2, 4)

@@ -14,8 +14,7 @@ import weakref
 from collections.abc import Sequence
 
 import torch
-
-from kernels_ref.protocols import CacheLayout
+from effbench.kernels_ref.protocols import CacheLayout
 
 
 class KVPool:

@@ -9,7 +9,7 @@ Two forward paths share the weights:
   is delegated per sequence to a pluggable backend over a pluggable per-sequence KV cache.
 
 Weight names and the rotary convention match Hugging Face's ``LlamaForCausalLM`` so that the
-same safetensors file loads in both (see kernels_ref.checkpoint).
+same safetensors file loads in both (see effbench.kernels_ref.checkpoint).
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
+from effbench.kernels_ref.kvpool import append_and_gather
+from effbench.kernels_ref.protocols import AttentionBackend, KVCache
 from torch import nn
-
-from kernels_ref.kvpool import append_and_gather
-from kernels_ref.protocols import AttentionBackend, KVCache
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The four family protocols: what the reference engine asks of a technique.
 
 They live here, beside the engine that calls them, because kernels_ref imports nothing of the
-rest of the project; suite.protocols re-exports them for adapter authors. They are structural
+rest of the project; effbench.suite.protocols re-exports them for adapter authors. They are
+structural
 (typing.Protocol): an adapter satisfies one by having the methods, not by inheriting.
 
 Tensor layout conventions, used by every family:
@@ -19,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
-    from kernels_ref.engine import StepBatch, StepContext
-    from kernels_ref.requests import Request
+    from effbench.kernels_ref.engine import StepBatch, StepContext
+    from effbench.kernels_ref.requests import Request
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from kernels_ref.protocols import KVCache
+from effbench.kernels_ref.protocols import KVCache
 
 
 class Phase(str, Enum):

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kernels_ref.protocols import Budget
-from kernels_ref.requests import Request
+from effbench.kernels_ref.protocols import Budget
+from effbench.kernels_ref.requests import Request
 
 
 @dataclass(frozen=True)

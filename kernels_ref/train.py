@@ -20,11 +20,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-from kernels_ref import corpus, evalset
-from kernels_ref.checkpoint import init_weights, load_checkpoint, save_checkpoint
-from kernels_ref.model import LlamaConfig, LlamaModel
-from kernels_ref.tokenizer import Tokenizer, train_bpe
+from effbench.kernels_ref import corpus, evalset
+from effbench.kernels_ref.checkpoint import init_weights, load_checkpoint, save_checkpoint
+from effbench.kernels_ref.model import LlamaConfig, LlamaModel
+from effbench.kernels_ref.tokenizer import Tokenizer, train_bpe
 
 Log = Callable[[str], None]
 
@@ -189,7 +188,7 @@ def model_card(name: str, role: str, recipe: TinyRecipe, metrics: dict) -> str:
         "directories excluded; about 5% of files held out, split by a hash of the path). "
         "It is a benchmarking workload, not a useful code model.",
         "",
-        "Loads with `kernels_ref.checkpoint.load_checkpoint` and with "
+        "Loads with `effbench.kernels_ref.checkpoint.load_checkpoint` and with "
         "`transformers.AutoModelForCausalLM` / `AutoTokenizer` (weights in bfloat16 "
         "safetensors; tokenizer: byte-level BPE, `<|pad|>`=0, `<|bos|>`=1, `<|eos|>`=2; no "
         "special tokens are added implicitly, prompts are scored as `[bos] + ids`).",

@@ -21,9 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-
-from profilers.base import ProfileResult
-from profilers.nvml import NotSupported, NullNVML, NVMLLike, open_nvml
+from effbench.profilers.base import ProfileResult
+from effbench.profilers.nvml import NotSupported, NullNVML, NVMLLike, open_nvml
 
 DEFAULT_CACHE = Path.home() / ".cache" / "effbench" / "peaks.json"
 

@@ -26,10 +26,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-
-from profilers.base import ProfileResult
-from profilers.nvml import NotSupported, NullNVML, NVMLLike, open_nvml
-from profilers.rapl import RAPL, NullRAPL, open_rapl
+from effbench.profilers.base import ProfileResult
+from effbench.profilers.nvml import NotSupported, NullNVML, NVMLLike, open_nvml
+from effbench.profilers.rapl import RAPL, NullRAPL, open_rapl
 
 
 @dataclass(frozen=True)

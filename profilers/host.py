@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from profilers.base import ProfileResult
+from effbench.profilers.base import ProfileResult
 
 _FRAME = re.compile(r"^(?P<fn>.*) \((?P<loc>[^()]*)\)$")
 _PY_LOC = re.compile(r"(\.pyx?|>):\d+$")

@@ -10,8 +10,7 @@ import resource
 import sys
 
 import torch
-
-from profilers.base import ProfileResult
+from effbench.profilers.base import ProfileResult
 
 
 class MemoryProfiler:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from profilers.base import ProfileResult
+from effbench.profilers.base import ProfileResult
 
 Factory = Callable[[str, Path], Any]
 
@@ -33,34 +33,34 @@ class Unavailable:
 
 
 def _energy(device: str, artifacts_dir: Path) -> Any:
-    from profilers.energy import EnergyProfiler
+    from effbench.profilers.energy import EnergyProfiler
 
     return EnergyProfiler(device, artifacts_dir)
 
 
 def _bandwidth(device: str, artifacts_dir: Path) -> Any:
-    from profilers.bandwidth import BandwidthProfiler
+    from effbench.profilers.bandwidth import BandwidthProfiler
 
     return BandwidthProfiler(device, artifacts_dir)
 
 
 def _host(device: str, artifacts_dir: Path) -> Any:
-    from profilers.host import HostProfiler
+    from effbench.profilers.host import HostProfiler
 
     return HostProfiler(device, artifacts_dir)
 
 
 def _memory(device: str, artifacts_dir: Path) -> Any:
-    from profilers.memory import MemoryProfiler
+    from effbench.profilers.memory import MemoryProfiler
 
     return MemoryProfiler(device)
 
 
 def _tklqt(device: str, artifacts_dir: Path) -> Any:
     try:
-        from profilers.tklqt_profiler import TKLQTProfiler
+        from effbench.profilers.tklqt_profiler import TKLQTProfiler
     except ImportError as e:
-        why = f"TKLQT profiler not importable (profilers.tklqt_profiler): {e}"
+        why = f"TKLQT profiler not importable (effbench.profilers.tklqt_profiler): {e}"
         return Unavailable("tklqt", why)
     return TKLQTProfiler(artifacts_dir)  # its trace covers whatever device the work runs on
 

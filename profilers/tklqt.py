@@ -1,6 +1,7 @@
 """TKLQT analysis: per-kernel launch/queue table, aggregates, CPU->GPU-bound transition.
 
-Pure functions over the tables of ``profilers.kineto``. Definitions (per GPU activity linked to
+Pure functions over the tables of ``effbench.profilers.kineto``. Definitions (per GPU activity
+linked to
 its CPU launch call by correlation id):
 
 - ``t_lq`` = kernel start - launch call start (SKIP's t_l; TKLQT = sum of t_lq);
@@ -18,8 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
-from profilers.kineto import GRAPH_LAUNCH_NAME, KinetoTrace
+from effbench.profilers.kineto import GRAPH_LAUNCH_NAME, KinetoTrace
 
 KIND = {"kernel": "kernel", "gpu_memcpy": "memcpy", "gpu_memset": "memset"}
 TABLE_COLUMNS = (

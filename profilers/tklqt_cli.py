@@ -11,9 +11,8 @@ import json
 import math
 
 import pandas as pd
-
-from profilers.kineto import load_trace
-from profilers.tklqt import kernel_table, summarize, unlinked_gpu_ops
+from effbench.profilers.kineto import load_trace
+from effbench.profilers.tklqt import kernel_table, summarize, unlinked_gpu_ops
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from profilers.base import ProfileResult
-from profilers.kineto import load_trace
-from profilers.tklqt import kernel_table, summarize
+from effbench.profilers.base import ProfileResult
+from effbench.profilers.kineto import load_trace
+from effbench.profilers.tklqt import kernel_table, summarize
 
 METRIC_UNITS = {
     "n_kernels": "count", "tklqt_us": "us", "t_lq_median_us": "us", "t_lq_p90_us": "us",

@@ -5,7 +5,8 @@ For each batch size, the reference engine generates with that many requests at o
 The trace (kept as an artifact) is parsed into per-kernel launch/queue times, split per step,
 and the steps are grouped by phase (prefill iterations vs decode iterations, from the engine's
 own step log). Per batch size and phase: TKLQT per step, the median per-kernel t_lq, and the
-GPU idle fraction; ``profilers.tklqt.detect_transition`` then finds the batch size where the
+GPU idle fraction; ``effbench.profilers.tklqt.detect_transition`` then finds the batch size where
+the
 decode phase turns GPU-bound. Without CUDA kernels (a CPU-only machine) the sweep still runs and
 keeps the traces, and every row says why TKLQT is unavailable.
 """
@@ -18,17 +19,16 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-
-from kernels_ref.attention import DenseAttention
-from kernels_ref.decoding import Autoregressive
-from kernels_ref.engine import Engine, EngineConfig, EngineResult
-from kernels_ref.kvpool import PooledKVCacheFactory
-from kernels_ref.model import LlamaModel
-from kernels_ref.requests import Request
-from kernels_ref.scheduling import ContinuousBatching
-from profilers.kineto import load_trace
-from profilers.tklqt import Transition, detect_transition, kernel_table, summarize
-from profilers.tklqt_profiler import export_gzipped
+from effbench.kernels_ref.attention import DenseAttention
+from effbench.kernels_ref.decoding import Autoregressive
+from effbench.kernels_ref.engine import Engine, EngineConfig, EngineResult
+from effbench.kernels_ref.kvpool import PooledKVCacheFactory
+from effbench.kernels_ref.model import LlamaModel
+from effbench.kernels_ref.requests import Request
+from effbench.kernels_ref.scheduling import ContinuousBatching
+from effbench.profilers.kineto import load_trace
+from effbench.profilers.tklqt import Transition, detect_transition, kernel_table, summarize
+from effbench.profilers.tklqt_profiler import export_gzipped
 
 NO_KERNELS = "no CUDA kernels in trace: no NVIDIA GPU"
 

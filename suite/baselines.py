@@ -22,10 +22,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from suite.errors import ConfigError, StoreError
-from suite.manifest import utc_now
-from suite.store import (
+from effbench.suite.errors import ConfigError, StoreError
+from effbench.suite.manifest import utc_now
+from effbench.suite.store import (
     MANIFEST,
     PARQUET,
     frame_to_records,

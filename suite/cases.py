@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from suite import registry
-from suite.presets import Preset
-from suite.technique import FAMILIES, LEVELS
+from effbench.suite import registry
+from effbench.suite.presets import Preset
+from effbench.suite.technique import FAMILIES, LEVELS
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from suite.errors import ConfigError, EffbenchError
-from suite.technique import FAMILIES, LEVELS
+from effbench.suite.errors import ConfigError, EffbenchError
+from effbench.suite.technique import FAMILIES, LEVELS
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from suite import registry
+    from effbench.suite import registry
 
     for t in registry.techniques(args.family):
         flags = ", ".join(
@@ -34,7 +34,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
-    from suite import presets
+    from effbench.suite import presets
 
     for name in presets.builtin_presets():
         p = presets.load(name)
@@ -43,15 +43,15 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 
 
 def _print_report(run_dir: Path) -> None:
-    from suite.report import render_text, summary_table
-    from suite.store import load_records
+    from effbench.suite.report import render_text, summary_table
+    from effbench.suite.store import load_records
 
     width = shutil.get_terminal_size((160, 40)).columns
     print(render_text(summary_table(load_records(run_dir)), width))
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from suite import presets, runner
+    from effbench.suite import presets, runner
 
     preset = runner.with_overrides(
         presets.load(args.preset),
@@ -84,7 +84,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from suite.store import resolve_run
+    from effbench.suite.store import resolve_run
 
     run_dir = resolve_run(args.results, args.run)
     print(f"run {run_dir.name}")
@@ -94,8 +94,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_runs(args: argparse.Namespace) -> int:
     import pandas as pd
-
-    from suite.store import list_runs
+    from effbench.suite.store import list_runs
 
     df = list_runs(args.results)
     if df.empty:
@@ -108,8 +107,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 def _cmd_query(args: argparse.Namespace) -> int:
     import pandas as pd
-
-    from suite.store import query
+    from effbench.suite.store import query
 
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(query(args.results, args.sql).to_string(index=False))
@@ -130,10 +128,10 @@ def _cmd_dash(args: argparse.Namespace) -> int:
 def _cmd_profile_tklqt(args: argparse.Namespace) -> int:
     import json
 
-    from profilers.tklqt_sweep import sweep
-    from suite.context import check_model, load_model
-    from suite.devices import describe, resolve_device, resolve_dtype
-    from suite.profiling import store_sweep
+    from effbench.profilers.tklqt_sweep import sweep
+    from effbench.suite.context import check_model, load_model
+    from effbench.suite.devices import describe, resolve_device, resolve_dtype
+    from effbench.suite.profiling import store_sweep
 
     try:
         sizes = [int(b) for b in args.batch_sizes.split(",") if b]
@@ -173,7 +171,7 @@ def _cmd_profile_tklqt(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_tiny(args: argparse.Namespace) -> int:
-    from kernels_ref import train
+    from effbench.kernels_ref import train
 
     argv = ["--out", args.out] + (["--quick"] if args.quick else [])
     argv += ["--steps", str(args.steps)] if args.steps else []
@@ -257,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_profile_tklqt)
 
-    from profilers import tklqt_cli
+    from effbench.profilers import tklqt_cli
 
     p = tklqt_cli.add_parser(sub)
     p.set_defaults(func=_user_errors(tklqt_cli.run))
@@ -270,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a few steps on a small slice (tests)")
     p.set_defaults(func=_cmd_train_tiny)
 
-    from suite import gate_cli
+    from effbench.suite import gate_cli
 
     gate_cli.add_parsers(sub)
     return ap

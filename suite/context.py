@@ -11,8 +11,7 @@ from functools import cached_property
 from typing import Any
 
 import torch
-
-from kernels_ref.checkpoint import (
+from effbench.kernels_ref.checkpoint import (
     KNOWN_CONFIGS,
     config_from_dict,
     load_checkpoint,
@@ -20,10 +19,10 @@ from kernels_ref.checkpoint import (
     read_config,
     resolve_model,
 )
-from kernels_ref.evalset import load_evalset
-from kernels_ref.model import LlamaConfig, LlamaModel
-from kernels_ref.tokenizer import Tokenizer
-from suite.presets import Preset
+from effbench.kernels_ref.evalset import load_evalset
+from effbench.kernels_ref.model import LlamaConfig, LlamaModel
+from effbench.kernels_ref.tokenizer import Tokenizer
+from effbench.suite.presets import Preset
 
 
 @dataclass

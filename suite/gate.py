@@ -1,7 +1,8 @@
 """The regression gate: compare a candidate run with a baseline, metric by metric.
 
 Pure functions, DataFrames in and out: ``compare(base_df, cand_df, thresholds)`` takes two record
-frames (``suite.store.load_records`` shape) and returns one row per (case_id, metric) with a
+frames (``effbench.suite.store.load_records`` shape) and returns one row per (case_id, metric) with
+a
 verdict. Nothing here reads files or prints.
 
 Metrics fall into three classes (``metric_class``), because noise differs in kind:
@@ -12,7 +13,7 @@ Metrics fall into three classes (``metric_class``), because noise differs in kin
 
   1. a Mann-Whitney U rank test, one-sided in the direction the medians moved, with
      ``p < alpha`` (default 0.01). It makes no normality assumption about skewed timings.
-  2. a minimum effect: the bootstrap CI (``suite.stats.bootstrap_ratio_ci``) of
+  2. a minimum effect: the bootstrap CI (``effbench.suite.stats.bootstrap_ratio_ci``) of
      ``median(candidate) / median(baseline)`` must lie *entirely* beyond the threshold
      (default 5 %). For lower-is-better metrics "beyond" means ``ci_low > 1 + t``; for
      higher-is-better ones ``ci_high < 1 / (1 + t)``, the same threshold in log space, so a
@@ -47,11 +48,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from effbench.suite.errors import ConfigError, StoreError
+from effbench.suite.records import SCHEMA_VERSION
+from effbench.suite.stats import bootstrap_ratio_ci, clean
 from scipy import stats as sps
-
-from suite.errors import ConfigError, StoreError
-from suite.records import SCHEMA_VERSION
-from suite.stats import bootstrap_ratio_ci, clean
 
 VERDICTS = ("regressed", "failed", "missing", "improved", "new", "skipped", "unchanged")
 """Every verdict, in the order a report lists them (what needs attention first)."""

@@ -2,14 +2,14 @@
 
 ``add_parsers(subparsers)`` registers the subcommands on the ``effbench`` parser; each handler
 returns the process exit code: 0 nothing regressed, 1 a regression (0 with ``--report-only``),
-2 bad usage or input (an ``EffbenchError``, printed as one line by ``suite.cli.main``).
+2 bad usage or input (an ``EffbenchError``, printed as one line by ``effbench.suite.cli.main``).
 
 Also here, as pure functions, the conversion between effbench records and pytest-benchmark's
 saved-run JSON (``to_pytest_benchmark`` / ``from_pytest_benchmark``), so a run can be read by
 ``pytest-benchmark compare`` and a pytest-benchmark run can be gated like any other.
 
 ``gate --ab BASE_REF --run PRESET`` measures both sides on this machine now: it checks out
-BASE_REF in a temporary git worktree and runs ``python -m suite.cli run`` for base and head
+BASE_REF in a temporary git worktree and runs ``python -m effbench.suite.cli run`` for base and head
 alternately (A B A B ...), each side importing its own code, then gates the pooled samples.
 Interleaving spreads slow machine drift (thermals, neighbours) over both sides alike.
 """
@@ -31,12 +31,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from suite import baselines
-from suite import gate as gate_mod
-from suite.errors import ConfigError, StoreError
-from suite.records import SCHEMA_VERSION, Record
-from suite.store import RunStore, load_records, read_manifest, resolve_run
+from effbench.suite import baselines
+from effbench.suite import gate as gate_mod
+from effbench.suite.errors import ConfigError, StoreError
+from effbench.suite.records import SCHEMA_VERSION, Record
+from effbench.suite.store import RunStore, load_records, read_manifest, resolve_run
 
 FORMATS = ("table", "markdown", "json")
 _SYMBOL = {"regressed": "!!", "failed": "XX", "missing": "??", "improved": "++", "new": "+",
@@ -161,7 +160,7 @@ def _thresholds(args: argparse.Namespace) -> gate_mod.Thresholds:
     """Defaults, overridden by the preset's ``[gate]`` table (with --run), then by flags."""
     from_preset: dict = {}
     if getattr(args, "run", None):
-        from suite import presets
+        from effbench.suite import presets
 
         from_preset = dict(presets.load(args.run).gate)
     given = {"timing_effect": getattr(args, "timing_threshold", None),
@@ -229,7 +228,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 
 def _run_preset(args: argparse.Namespace) -> Side:
-    from suite import presets, runner
+    from effbench.suite import presets, runner
 
     out = runner.run(presets.load(args.run), results=args.results, progress=False,
                      levels=args.level, techniques=args.technique,
@@ -257,13 +256,28 @@ def _git(repo: Path, *args: str) -> str:
 def side_command(preset: str, results: Path, levels: Sequence[str] | None,
                  techniques: Sequence[str] | None) -> list[str]:
     """The ``effbench run`` subprocess of one A/B round (the side is chosen by its cwd)."""
-    cmd = [sys.executable, "-m", "suite.cli", "run", preset, "--results", str(results),
+    cmd = [sys.executable, "-m", "effbench.suite.cli", "run", preset, "--results", str(results),
            "--no-progress"]
     for level in levels or ():
         cmd += ["--level", level]
     for tech in techniques or ():
         cmd += ["--technique", tech]
     return cmd
+
+
+def namespace_shim(folder: Path, root: Path) -> Path:
+    """A folder whose ``effbench`` entry is ``root``: put first on PYTHONPATH, it makes
+    ``effbench.suite`` etc. import from ``root`` (a worktree) instead of the installed tree.
+
+    ``effbench`` is a namespace package, so the path entry found first supplies its portion;
+    ``root`` itself also goes on the path for bases older than the namespace (top-level
+    ``suite``).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "effbench"
+    if not link.exists():
+        link.symlink_to(root, target_is_directory=True)
+    return folder
 
 
 def interleave(
@@ -299,7 +313,8 @@ def ab_sides(base_ref: str, preset: str, rounds: int, levels: Sequence[str] | No
 
         def run_side(name: str, root: Path, r: int) -> None:
             results = tmp / f"results-{name}"
-            env = {**os.environ, "PYTHONPATH": str(root)}
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+                (str(namespace_shim(tmp / f"shim-{name}", root)), str(root)))}
             print(f"ab round {r + 1}/{rounds}: {name}", file=sys.stderr)
             done = subprocess.run(side_command(preset_arg, results, levels, techniques),
                                   cwd=root, env=env, capture_output=True, text=True,
@@ -568,7 +583,7 @@ def _gate_options(p: argparse.ArgumentParser) -> None:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register compare, gate, baseline, export and import on the ``effbench`` subparsers."""
-    from suite.technique import LEVELS
+    from effbench.suite.technique import LEVELS
 
     p = sub.add_parser("compare", help="compare two runs or baselines metric by metric")
     p.add_argument("base", help="baseline name, run id, prefix or 'latest'")

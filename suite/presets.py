@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from suite import registry
-from suite.errors import ConfigError
-from suite.technique import LEVELS
+from effbench.suite import registry
+from effbench.suite.errors import ConfigError
+from effbench.suite.technique import LEVELS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -106,7 +106,8 @@ class Preset:
     engine: EngineSettings
     serving: ServingSettings
     benches: tuple[Bench, ...] = field(default_factory=tuple)
-    gate: tuple[tuple[str, Any], ...] = ()  # [gate] threshold overrides (suite.gate.Thresholds)
+    # [gate] threshold overrides (effbench.suite.gate.Thresholds)
+    gate: tuple[tuple[str, Any], ...] = ()
 
 
 _SECTIONS = ("run", "kernel", "engine", "serving", "bench", "gate")
@@ -300,7 +301,7 @@ def parse(text: str, path: str = "<preset>") -> Preset:
 
 def _gate(got: Any, loc: _Locator) -> tuple[tuple[str, Any], ...]:
     """Validate ``[gate]`` threshold overrides now, so a typo fails before any run."""
-    from suite.gate import Thresholds
+    from effbench.suite.gate import Thresholds
 
     Thresholds.from_dict(got, loc.at("gate", next(iter(got), None) if isinstance(got, dict)
                                      else None))

@@ -13,8 +13,8 @@ import math
 import time
 from typing import Any
 
-from suite.records import Record
-from suite.store import RunStore
+from effbench.suite.records import Record
+from effbench.suite.store import RunStore
 
 _METRICS = {  # column of the sweep table -> (unit, direction)
     "tklqt_us_per_step": ("us", "lower"),

@@ -1,6 +1,6 @@
 """The family protocols, re-exported for adapter authors (defined beside the engine)."""
 
-from kernels_ref.protocols import (
+from effbench.kernels_ref.protocols import (
     AttentionBackend,
     AttentionShape,
     Budget,

@@ -1,6 +1,7 @@
 """pytest plugin: a preset's kernel-level cases as pytest-benchmark benchmarks.
 
-Registered through the ``pytest11`` entry point (``effbench = "suite.pytest_plugin"``). A test
+Registered through the ``pytest11`` entry point (``effbench = "effbench.suite.pytest_plugin"``). A
+test
 that asks for the ``effbench_case`` fixture is parametrized over the kernel cases of a preset:
 the one given with ``--effbench-preset NAME_OR_PATH``, else the one named by the test's
 ``@pytest.mark.effbench_preset("...")`` marker or its module's ``EFFBENCH_PRESET`` variable,
@@ -79,8 +80,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if not name:
         metafunc.parametrize("effbench_case", [None], ids=["no-preset"], indirect=True)
         return
-    from suite import presets
-    from suite.cases import expand
+    from effbench.suite import presets
+    from effbench.suite.cases import expand
 
     preset = presets.load(name)
     cases = [c for c in expand(preset, preset.run.device) if c.level == "kernel"]
@@ -111,7 +112,7 @@ class KernelBenchmark:
         First the case runs once through effbench's own kernel level (its metrics go to
         ``extra_info``), then the same callable is timed by pytest-benchmark.
         """
-        from suite.runner import run_case
+        from effbench.suite.runner import run_case
 
         metrics = run_case(self.case, self.ctx)
         info = self.benchmark.extra_info
@@ -130,8 +131,8 @@ def effbench_case(request: pytest.FixtureRequest, benchmark: Any) -> KernelBench
         pytest.skip(f"no effbench preset: pass {OPTION} NAME or mark the test "
                     f"@pytest.mark.{MARKER}('NAME') (or the preset has no kernel case)")
     preset, case = param
-    from suite.context import RunContext
-    from suite.devices import resolve_device, resolve_dtype
+    from effbench.suite.context import RunContext
+    from effbench.suite.devices import resolve_device, resolve_dtype
 
     device = resolve_device(preset.run.device)
     ctx = RunContext(preset, device, resolve_dtype(preset.run.dtype, device))
@@ -140,15 +141,15 @@ def effbench_case(request: pytest.FixtureRequest, benchmark: Any) -> KernelBench
 
 
 def kernel_callable(case: Any, ctx: Any) -> Callable[[], Any]:
-    """The timed work of a kernel case, on the same inputs as ``suite.levels.kernel`` builds.
+    """The timed work of a kernel case, on the same inputs as ``effbench.suite.levels.kernel``
+    builds.
 
     attention: forward (q_len > 1) or decode (q_len == 1) on seeded random q, k, v.
     kvcache: appending a whole sequence token by token to a fresh cache.
     """
     import torch
-
-    from suite import registry
-    from suite.levels import kernel as kernel_level
+    from effbench.suite import registry
+    from effbench.suite.levels import kernel as kernel_level
 
     impl = registry.get(case.technique).build(case.param_dict)
     if case.family == "attention":

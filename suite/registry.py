@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from typing import Any
 
-from suite.errors import ConfigError
-from suite.technique import FAMILIES, Paper, Param, Technique
+from effbench.suite.errors import ConfigError
+from effbench.suite.technique import FAMILIES, Paper, Param, Technique
 
 ENTRY_POINT_GROUP = "effbench.techniques"
 _REGISTRY: dict[str, Technique] = {}
@@ -65,9 +65,9 @@ def load_all() -> None:
     global _LOADED
     if _LOADED:
         return
-    import adapters
+    from effbench import adapters
 
-    for mod in pkgutil.walk_packages(adapters.__path__, prefix="adapters."):
+    for mod in pkgutil.walk_packages(adapters.__path__, prefix="effbench.adapters."):
         importlib.import_module(mod.name)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         importlib.import_module(ep.value.split(":")[0])

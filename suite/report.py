@@ -14,8 +14,7 @@ import math
 from typing import Any
 
 import pandas as pd
-
-from suite.technique import FAMILIES, LEVELS
+from effbench.suite.technique import FAMILIES, LEVELS
 
 KEY_COLUMNS = ("level", "workload", "technique", "params")
 ERROR_COLUMN = "error"

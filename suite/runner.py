@@ -19,23 +19,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from effbench.suite import registry
+from effbench.suite.cases import Case, expand
+from effbench.suite.context import RunContext, check_model
+from effbench.suite.devices import describe, resolve_device, resolve_dtype
+from effbench.suite.errors import ConfigError
+from effbench.suite.levels import Metric, scalar
+from effbench.suite.levels import engine as engine_level
+from effbench.suite.levels import kernel as kernel_level
+from effbench.suite.levels import serving as serving_level
+from effbench.suite.presets import Preset
+from effbench.suite.records import Record
+from effbench.suite.store import RunStore, check_writable
 from tqdm import tqdm
 
-from suite import registry
-from suite.cases import Case, expand
-from suite.context import RunContext, check_model
-from suite.devices import describe, resolve_device, resolve_dtype
-from suite.errors import ConfigError
-from suite.levels import Metric, scalar
-from suite.levels import engine as engine_level
-from suite.levels import kernel as kernel_level
-from suite.levels import serving as serving_level
-from suite.presets import Preset
-from suite.records import Record
-from suite.store import RunStore, check_writable
-
 if TYPE_CHECKING:  # pragma: no cover
-    from profilers.base import ProfileResult
+    from effbench.profilers.base import ProfileResult
 
 LEVEL_RUNNERS: dict[str, Callable[[Case, RunContext], list[Metric]]] = {
     "kernel": kernel_level.run,
@@ -139,7 +138,8 @@ def run(
 ) -> RunOutcome:
     """Run (or resume) a preset and return where its records are.
 
-    ``profile`` names profilers (``profilers.registry``) attached to every case; each case's
+    ``profile`` names profilers (``effbench.profilers.registry``) attached to every case; each
+    case's
     artifacts (traces, py-spy output) go under ``<run>/artifacts/<case index>/``.
     """
     device = resolve_device(preset.run.device)
@@ -147,7 +147,7 @@ def run(
     cases = filter_cases(expand(preset, preset.run.device), techniques, levels)
     check_writable(Path(results))
     if profile:
-        from profilers.registry import PROFILERS
+        from effbench.profilers.registry import PROFILERS
 
         bad = [p for p in profile if p not in PROFILERS]
         if bad:
@@ -206,8 +206,8 @@ def run(
 def _profiled(
     case: Case, ctx: RunContext, label: str, store: RunStore, names: list[str], index: int
 ) -> list[Record]:
-    from profilers import collect
-    from profilers.registry import build
+    from effbench.profilers import collect
+    from effbench.profilers.registry import build
 
     artifacts = store.run_dir / "artifacts" / f"{index:04d}"
     artifacts.mkdir(parents=True, exist_ok=True)

@@ -35,8 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-
-from suite.stats import summarize
+from effbench.suite.stats import summarize
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Layout under the results root (default ``results/``)::
 
-    runs/<run_id>/manifest.json     where/when/what code (suite.manifest), counts once finished
+    runs/<run_id>/manifest.json     where/when/what code (effbench.suite.manifest), counts once
+    finished
     runs/<run_id>/journal.jsonl     one JSON line per Record, appended and fsync'ed per case
     runs/<run_id>/records.parquet   written by ``finalize()``: one row per Record
 
@@ -34,10 +35,9 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from suite.errors import StoreError
-from suite.manifest import build_manifest, utc_now
-from suite.records import Record
+from effbench.suite.errors import StoreError
+from effbench.suite.manifest import build_manifest, utc_now
+from effbench.suite.records import Record
 
 DEFAULT_ROOT = Path("results")
 RUNS_DIR = "runs"

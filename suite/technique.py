@@ -1,8 +1,9 @@
 """The ``Technique`` spec: what one adapter declares about itself, validated once.
 
-A technique is registered with ``suite.registry.register`` and is data only (frozen), so the
+A technique is registered with ``effbench.suite.registry.register`` and is data only (frozen), so
+the
 CLI can list, validate and sweep it without running anything. ``factory(**params)`` builds the
-object that satisfies the family's protocol (kernels_ref.protocols).
+object that satisfies the family's protocol (effbench.kernels_ref.protocols).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from suite.errors import ConfigError
+from effbench.suite.errors import ConfigError
 
 FAMILIES = ("attention", "kvcache", "scheduling", "decoding")
 LEVELS = ("kernel", "engine", "serving")

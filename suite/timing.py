@@ -32,8 +32,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from suite.errors import DeviceError
-from suite.stats import summarize
+from effbench.suite.errors import DeviceError
+from effbench.suite.stats import summarize
 
 DEFAULT_MIN_SAMPLE_S = {"cpu": 2e-3, "cuda": 2e-4}
 #: Fallback flush size when the device does not report its L2 size (covers current GPUs).
@@ -168,7 +168,7 @@ def parse_device(device: str) -> tuple[str, int | None]:
 def make_timer(device: str = "cpu", cold_cache: bool = False, disable_gc: bool = True) -> Timer:
     """Return the timer for ``device``; on CPU ``cold_cache`` is ignored (see ``timer.cold_cache``).
 
-    Raises :class:`~suite.errors.DeviceError` for an unknown device string or when CUDA is
+    Raises :class:`~effbench.suite.errors.DeviceError` for an unknown device string or when CUDA is
     requested but not available.
     """
     kind, _ = parse_device(device)
@@ -182,7 +182,8 @@ class Measurement:
     """Result of :func:`measure`: all raw samples plus how they were obtained.
 
     ``samples`` are seconds per call (block time / ``inner_iters``), in the order taken.
-    ``stats`` is :func:`suite.stats.summarize` of the samples. ``converged`` is true when at
+    ``stats`` is :func:`effbench.suite.stats.summarize` of the samples. ``converged`` is true when
+    at
     least ``min_samples`` were taken and the median's relative CI half-width reached the target.
     ``stop_reason`` is ``"converged"``, ``"budget"`` or ``"max_samples"``. ``elapsed_s`` is the
     wall time of the whole call (warm-up and calibration included). ``cold_cache`` says whether
@@ -291,7 +292,7 @@ def measure(
        The budget wins over ``min_samples``, but at least one sample is always taken.
 
     ``cold_cache`` is only supported on CUDA; on CPU it is ignored and noted in the result.
-    Raises :class:`~suite.errors.DeviceError` for an unavailable device and ``ValueError``
+    Raises :class:`~effbench.suite.errors.DeviceError` for an unavailable device and ``ValueError``
     for invalid settings.
     """
     t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 
 The real run takes ~15 s, so it is made once per test session and copied where a test needs to
 change it. The second run is the first one's records with every latency-like metric 1.5x worse,
-written through ``suite.store.RunStore`` so it is a genuine run folder.
+written through ``effbench.suite.store.RunStore`` so it is a genuine run folder.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from suite.store import RunStore, frame_to_records, list_runs, load_records
+from effbench.suite.store import RunStore, frame_to_records, list_runs, load_records
 
 MINI = Path(__file__).parent / "data" / "mini.toml"
 SLOWER = ("latency", "read_latency", "batch_latency", "ttft", "tpot", "e2e")
@@ -25,7 +25,7 @@ def mini_store(base: Path) -> Path:
         return _MADE["mini"]
     root = base / "mini_store"
     subprocess.run(
-        [sys.executable, "-m", "suite.cli", "run", str(MINI), "--results", str(root),
+        [sys.executable, "-m", "effbench.suite.cli", "run", str(MINI), "--results", str(root),
          "--no-progress"],
         check=True, capture_output=True, timeout=300,
     )
@@ -60,7 +60,7 @@ def empty_store(base: Path) -> Path:
 
 def profile_store(base: Path) -> Path:
     """A one-run store whose cases carry profiler metrics (``<profiler>.<name>``)."""
-    from suite.records import Record
+    from effbench.suite.records import Record
 
     root = base / "profile_store"
     store = RunStore.create(root, "profiled", {"run": {"name": "profiled"}})

@@ -1,7 +1,7 @@
 """Dense causal scaled-dot-product attention: the attention family's exact baseline."""
 
-from kernels_ref.attention import DenseAttention
-from suite.registry import register
+from effbench.kernels_ref.attention import DenseAttention
+from effbench.suite.registry import register
 
 
 @register(

@@ -1,8 +1,8 @@
 """StreamingLLM: a sliding window of recent tokens plus a few initial 'attention sink' tokens."""
 
-from kernels_ref.attention import SlidingWindowAttention
-from suite.registry import register
-from suite.technique import Paper, Param
+from effbench.kernels_ref.attention import SlidingWindowAttention
+from effbench.suite.registry import register
+from effbench.suite.technique import Paper, Param
 
 
 @register(

@@ -1,7 +1,7 @@
 """Autoregressive decoding, one token per step: the decoding family's baseline."""
 
-from kernels_ref.decoding import Autoregressive
-from suite.registry import register
+from effbench.kernels_ref.decoding import Autoregressive
+from effbench.suite.registry import register
 
 
 @register(

@@ -1,8 +1,8 @@
 """Speculative decoding with a small draft model and the lossless rejection-sampling rule."""
 
-from kernels_ref.decoding import Speculative
-from suite.registry import register
-from suite.technique import Paper, Param
+from effbench.kernels_ref.decoding import Speculative
+from effbench.suite.registry import register
+from effbench.suite.technique import Paper, Param
 
 
 @register(

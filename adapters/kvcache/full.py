@@ -1,7 +1,7 @@
 """The full-precision KV cache: the KV-cache family's baseline."""
 
-from kernels_ref.kvpool import PooledKVCacheFactory
-from suite.registry import register
+from effbench.kernels_ref.kvpool import PooledKVCacheFactory
+from effbench.suite.registry import register
 
 
 @register(

@@ -1,8 +1,8 @@
 """KIVI: asymmetric 2/4-bit KV-cache quantization, keys per channel and values per token."""
 
-from kernels_ref.kvcache import KIVICacheFactory
-from suite.registry import register
-from suite.technique import Paper, Param
+from effbench.kernels_ref.kvcache import KIVICacheFactory
+from effbench.suite.registry import register
+from effbench.suite.technique import Paper, Param
 
 
 @register(

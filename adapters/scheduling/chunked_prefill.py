@@ -1,8 +1,8 @@
 """Sarathi-Serve: chunked prefills piggybacked on decode-maximal batches under a token budget."""
 
-from kernels_ref.scheduling import ChunkedPrefill
-from suite.registry import register
-from suite.technique import Paper, Param
+from effbench.kernels_ref.scheduling import ChunkedPrefill
+from effbench.suite.registry import register
+from effbench.suite.technique import Paper, Param
 
 
 @register(

@@ -1,8 +1,8 @@
 """Continuous (iteration-level) batching, as introduced by Orca."""
 
-from kernels_ref.scheduling import ContinuousBatching
-from suite.registry import register
-from suite.technique import Paper
+from effbench.kernels_ref.scheduling import ContinuousBatching
+from effbench.suite.registry import register
+from effbench.suite.technique import Paper
 
 
 @register(

@@ -1,7 +1,7 @@
 """Static (request-level) batching: the scheduling family's baseline."""
 
-from kernels_ref.scheduling import StaticBatching
-from suite.registry import register
+from effbench.kernels_ref.scheduling import StaticBatching
+from effbench.suite.registry import register
 
 
 @register(

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import streamlit as st
-
-from dashboards.charts import frontier_figure
-from dashboards.data import (
+from effbench.dashboards.charts import frontier_figure
+from effbench.dashboards.data import (
     FILTER_COLUMNS,
     case_metrics,
     decades,
@@ -14,8 +13,8 @@ from dashboards.data import (
     metric_info,
     options,
 )
-from dashboards.pareto import hypervolume_2d, pareto_mask, reference_point
-from dashboards.state import page_store
+from effbench.dashboards.pareto import hypervolume_2d, pareto_mask, reference_point
+from effbench.dashboards.state import page_store
 
 PREFERRED_PAIRS = (
     ("decode_tokens_per_s", "perplexity"),

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import streamlit as st
-
-from dashboards.analysis import linked_levels
-from dashboards.charts import comparison_bar
-from dashboards.data import case_metrics
-from dashboards.state import page_store
+from effbench.dashboards.analysis import linked_levels
+from effbench.dashboards.charts import comparison_bar
+from effbench.dashboards.data import case_metrics
+from effbench.dashboards.state import page_store
 
 LEVEL_METRICS = {
     "engine": ["decode_tokens_per_s", "speedup", "perplexity", "kl_vs_baseline",
@@ -20,7 +19,7 @@ BASELINES = {"attention": "dense", "kvcache": "full-cache", "scheduling": "stati
 
 def _baseline(family: str) -> str:
     try:
-        from suite.registry import baseline_of  # noqa: PLC0415 - imports every adapter
+        from effbench.suite.registry import baseline_of  # noqa: PLC0415 - imports every adapter
 
         return baseline_of(family).name
     except (ImportError, LookupError):

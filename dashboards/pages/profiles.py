@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import streamlit as st
-
-from dashboards.analysis import profile_metrics, tklqt_sweep, transitions
-from dashboards.charts import comparison_bar, tklqt_figure
-from dashboards.data import case_metrics, metric_columns
-from dashboards.state import page_store
+from effbench.dashboards.analysis import profile_metrics, tklqt_sweep, transitions
+from effbench.dashboards.charts import comparison_bar, tklqt_figure
+from effbench.dashboards.data import case_metrics, metric_columns
+from effbench.dashboards.state import page_store
 
 PROFILE_HINT = "effbench run smoke --profile tklqt,energy"
 

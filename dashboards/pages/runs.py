@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import streamlit as st
-
-from dashboards.charts import comparison_bar
-from dashboards.state import page_store
-from suite.errors import EffbenchError
-from suite.gate import compare
+from effbench.dashboards.charts import comparison_bar
+from effbench.dashboards.state import page_store
+from effbench.suite.errors import EffbenchError
+from effbench.suite.gate import compare
 
 
 def render() -> None:
@@ -42,7 +41,7 @@ def render() -> None:
     except EffbenchError as e:  # e.g. no case in common
         st.info(f"These two runs cannot be compared: {e}")
         return
-    st.caption("Verdicts of `effbench compare` (suite.gate.compare), A as baseline.")
+    st.caption("Verdicts of `effbench compare` (effbench.suite.gate.compare), A as baseline.")
     counts = verdicts["verdict"].value_counts()
     for col, (verdict, n) in zip(st.columns(max(1, len(counts))), counts.items()):
         col.metric(str(verdict), int(n))

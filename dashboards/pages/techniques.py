@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-
-from dashboards.analysis import best_cases
-from dashboards.data import case_metrics, metric_info
-from dashboards.state import current_root, load_store
+from effbench.dashboards.analysis import best_cases
+from effbench.dashboards.data import case_metrics, metric_info
+from effbench.dashboards.state import current_root, load_store
 
 
 @st.cache_data(show_spinner=False)
 def _catalog() -> pd.DataFrame:
     """Registered techniques as a table (imports the adapters once, hence the cache)."""
-    from suite.registry import techniques  # noqa: PLC0415 - slow import, only on this page
+    from effbench.suite.registry import techniques  # noqa: PLC0415 - slow import, only on this page
 
     return pd.DataFrame([{
         "technique": t.name, "family": t.family, "baseline": t.baseline,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from suite.stats import summarize
+from effbench.suite.stats import summarize
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def scalar(
 
 
 def timing_extra(m: object) -> dict[str, float]:
-    """What a ``suite.timing.Measurement`` says about its own quality, as stats fields."""
+    """What a ``effbench.suite.timing.Measurement`` says about its own quality, as stats fields."""
     return {
         "inner_iters": float(m.inner_iters),
         "converged": float(m.converged),

@@ -22,16 +22,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-
-from kernels_ref.decoding import Autoregressive
-from kernels_ref.engine import Engine, EngineConfig, EngineResult, Feed, layout_of, run_forward
-from kernels_ref.requests import Request
-from kernels_ref.scheduling import ContinuousBatching
-from suite import registry
-from suite.cases import Case
-from suite.context import RunContext
-from suite.levels import Metric, from_samples, scalar
-from suite.stats import summarize
+from effbench.kernels_ref.decoding import Autoregressive
+from effbench.kernels_ref.engine import (
+    Engine,
+    EngineConfig,
+    EngineResult,
+    Feed,
+    layout_of,
+    run_forward,
+)
+from effbench.kernels_ref.requests import Request
+from effbench.kernels_ref.scheduling import ContinuousBatching
+from effbench.suite import registry
+from effbench.suite.cases import Case
+from effbench.suite.context import RunContext
+from effbench.suite.levels import Metric, from_samples, scalar
+from effbench.suite.stats import summarize
 
 _FAMILY_SLOT = {"attention": "attention", "kvcache": "cache", "decoding": "decoder"}
 
@@ -232,7 +238,7 @@ def energy_metrics(windows: list, tokens: dict[str, int]) -> list[Metric]:
     measured a baseline, gross otherwise; the short-window count says how many windows were
     shorter than the counter's update period (estimated from instant power).
     """
-    from profilers.energy import phase_energy
+    from effbench.profilers.energy import phase_energy
 
     mine = [w for w in windows if w.path.startswith("tech/")]
     phases = phase_energy(mine)

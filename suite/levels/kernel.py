@@ -13,16 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-
-from kernels_ref.attention import DenseAttention, reference_attention
-from kernels_ref.kvcache import FullKVCacheFactory
-from kernels_ref.protocols import AttentionShape, CacheLayout
-from profilers.bandwidth import device_peak, roofline
-from suite import registry
-from suite.cases import Case
-from suite.context import RunContext
-from suite.levels import Metric, from_samples, scalar, timing_extra
-from suite.timing import measure
+from effbench.kernels_ref.attention import DenseAttention, reference_attention
+from effbench.kernels_ref.kvcache import FullKVCacheFactory
+from effbench.kernels_ref.protocols import AttentionShape, CacheLayout
+from effbench.profilers.bandwidth import device_peak, roofline
+from effbench.suite import registry
+from effbench.suite.cases import Case
+from effbench.suite.context import RunContext
+from effbench.suite.levels import Metric, from_samples, scalar, timing_extra
+from effbench.suite.timing import measure
 
 
 def attention_shape(case: Case, ctx: RunContext) -> AttentionShape:

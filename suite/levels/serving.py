@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import math
 
-from kernels_ref.engine import Engine, EngineConfig
-from kernels_ref.requests import Request
-from suite import registry
-from suite.cases import Case
-from suite.context import RunContext
-from suite.levels import Metric, from_samples, scalar
-from suite.levels.engine import components
-from suite.serving_metrics import LATENCY_METRICS, METRICS, RequestTimeline, serving_summary
-from suite.workloads import ArrivalSpec
+from effbench.kernels_ref.engine import Engine, EngineConfig
+from effbench.kernels_ref.requests import Request
+from effbench.suite import registry
+from effbench.suite.cases import Case
+from effbench.suite.context import RunContext
+from effbench.suite.levels import Metric, from_samples, scalar
+from effbench.suite.levels.engine import components
+from effbench.suite.serving_metrics import (
+    LATENCY_METRICS,
+    METRICS,
+    RequestTimeline,
+    serving_summary,
+)
+from effbench.suite.workloads import ArrivalSpec
 
 
 def _engine(ctx: RunContext, case: Case) -> Engine:

@@ -1,7 +1,8 @@
 """First load of the Frontier explorer over a large synthetic store (goal: under 3 s).
 
 Run as ``python tests/benchmarks/bench_dashboard_load.py [--runs 20] [--records 5000]``. It
-writes ``runs`` genuine run folders (``suite.store.RunStore``: journal, then Parquet) of about
+writes ``runs`` genuine run folders (``effbench.suite.store.RunStore``: journal, then Parquet) of
+about
 ``records`` records each, then times ``AppTest`` runs of the dashboard's default page (the
 Frontier explorer) with Streamlit's data cache cleared before each one: a cold load that reads
 every Parquet file, pivots the records to one row per case, computes the frontier and builds
@@ -20,15 +21,14 @@ from pathlib import Path
 import numpy as np
 
 try:
-    from suite.records import Record
+    from effbench.suite.records import Record
 except ModuleNotFoundError:  # a checkout without ``pip install -e .``
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from suite.records import Record
+    from effbench.suite.records import Record
 
 import streamlit as st
+from effbench.suite.store import RunStore
 from streamlit.testing.v1 import AppTest
-
-from suite.store import RunStore
 
 APP = Path(__file__).resolve().parents[2] / "dashboards" / "app.py"
 METRICS = (  # name, unit, direction

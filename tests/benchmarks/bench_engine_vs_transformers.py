@@ -14,15 +14,14 @@ import statistics
 import time
 
 import torch
-
-from kernels_ref.attention import DenseAttention
-from kernels_ref.checkpoint import EMBEDDED, load_checkpoint
-from kernels_ref.decoding import Autoregressive
-from kernels_ref.engine import Engine, EngineConfig
-from kernels_ref.evalset import load_evalset
-from kernels_ref.kvpool import PooledKVCacheFactory
-from kernels_ref.requests import Request
-from kernels_ref.scheduling import ContinuousBatching
+from effbench.kernels_ref.attention import DenseAttention
+from effbench.kernels_ref.checkpoint import EMBEDDED, load_checkpoint
+from effbench.kernels_ref.decoding import Autoregressive
+from effbench.kernels_ref.engine import Engine, EngineConfig
+from effbench.kernels_ref.evalset import load_evalset
+from effbench.kernels_ref.kvpool import PooledKVCacheFactory
+from effbench.kernels_ref.requests import Request
+from effbench.kernels_ref.scheduling import ContinuousBatching
 
 
 def ours(model, prompts: list[list[int]], new: int) -> float:

@@ -4,7 +4,8 @@ Run as ``python tests/benchmarks/bench_gate_power.py [--trials 50] [--budget 0.3
 pytest test (the name does not match ``test_*``; all work is under ``__main__``).
 
 Workload: ``DenseAttention().forward`` on fixed tensors (batch 1, 4 heads, 128 x 128, head dim
-64, float32, one torch thread), timed with ``suite.timing.measure`` exactly as the kernel level
+64, float32, one torch thread), timed with ``effbench.suite.timing.measure`` exactly as the kernel
+level
 does, except that the convergence target is set unreachably tight so each side samples for the
 whole ``--budget`` (100-150 samples of >= 2 ms blocks at 0.3 s).
 
@@ -21,7 +22,7 @@ own overhead cancels out.
 Each trial measures base then candidate, alternating which goes first, in one process (the
 A/B setting), and then decides "regressed?" in two ways on the *same* samples:
 
-* effbench gate: ``suite.gate.compare`` with default ``Thresholds`` (MWU p < 0.01 AND the
+* effbench gate: ``effbench.suite.gate.compare`` with default ``Thresholds`` (MWU p < 0.01 AND the
   bootstrap 95 % CI of the median ratio entirely above 1.05);
 * pytest-benchmark ``--benchmark-compare-fail=mean:10%`` semantics: flagged when
   ``mean(cand) / mean(base) * 100 - 100 > 10`` (also shown for mean:5%).
@@ -49,12 +50,12 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 try:
-    from kernels_ref.attention import DenseAttention
+    from effbench.kernels_ref.attention import DenseAttention
 except ModuleNotFoundError:  # a checkout without ``pip install -e .``
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from kernels_ref.attention import DenseAttention
-from suite.gate import Thresholds, compare  # noqa: E402
-from suite.timing import (  # noqa: E402
+    from effbench.kernels_ref.attention import DenseAttention
+from effbench.suite.gate import Thresholds, compare  # noqa: E402
+from effbench.suite.timing import (  # noqa: E402
     DEFAULT_MIN_SAMPLE_S,
     CpuTimer,
     calibrate,

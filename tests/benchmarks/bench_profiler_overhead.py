@@ -27,21 +27,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from kernels_ref.attention import DenseAttention
-from kernels_ref.checkpoint import EMBEDDED, load_checkpoint
-from kernels_ref.decoding import Autoregressive
-from kernels_ref.engine import Engine, EngineConfig
-from kernels_ref.evalset import load_evalset
-from kernels_ref.kvpool import PooledKVCacheFactory
-from kernels_ref.requests import Request
-from kernels_ref.scheduling import ContinuousBatching
-from profilers.bandwidth import BandwidthProfiler, PeakCache
-from profilers.base import NullProfiler
-from profilers.energy import EnergyProfiler
-from profilers.host import HostProfiler
-from profilers.memory import MemoryProfiler
-from profilers.nvml import NotSupported
+from effbench.kernels_ref.attention import DenseAttention
+from effbench.kernels_ref.checkpoint import EMBEDDED, load_checkpoint
+from effbench.kernels_ref.decoding import Autoregressive
+from effbench.kernels_ref.engine import Engine, EngineConfig
+from effbench.kernels_ref.evalset import load_evalset
+from effbench.kernels_ref.kvpool import PooledKVCacheFactory
+from effbench.kernels_ref.requests import Request
+from effbench.kernels_ref.scheduling import ContinuousBatching
+from effbench.profilers.bandwidth import BandwidthProfiler, PeakCache
+from effbench.profilers.base import NullProfiler
+from effbench.profilers.energy import EnergyProfiler
+from effbench.profilers.host import HostProfiler
+from effbench.profilers.memory import MemoryProfiler
+from effbench.profilers.nvml import NotSupported
 
 
 class SamplingOnlyNVML:

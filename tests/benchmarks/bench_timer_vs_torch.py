@@ -1,4 +1,5 @@
-"""Cross-check ``suite.timing.measure`` against ``torch.utils.benchmark`` on fixed CPU operators.
+"""Cross-check ``effbench.suite.timing.measure`` against ``torch.utils.benchmark`` on fixed CPU
+operators.
 
 Run as ``python tests/benchmarks/bench_timer_vs_torch.py [--rounds N]``. For each operator the
 two timers run alternately in one process (order swapped every round, so drift hits both) and
@@ -22,10 +23,10 @@ import torch
 from torch.utils import benchmark
 
 try:
-    from suite.timing import measure
+    from effbench.suite.timing import measure
 except ModuleNotFoundError:  # a checkout without ``pip install -e .``
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from suite.timing import measure
+    from effbench.suite.timing import measure
 
 
 def operators() -> dict[str, tuple[str, dict[str, Any], Callable[[], Any]]]:

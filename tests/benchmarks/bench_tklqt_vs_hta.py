@@ -16,8 +16,8 @@ TRACE_DIR = Path(__file__).parents[2].parent / "shared" / "traces" / "hta"
 
 
 def run_ours(path: Path) -> int:
-    from profilers.kineto import load_trace
-    from profilers.tklqt import kernel_table
+    from effbench.profilers.kineto import load_trace
+    from effbench.profilers.tklqt import kernel_table
 
     return len(kernel_table(load_trace(path)))
 
@@ -37,9 +37,8 @@ def main() -> None:
     if not files:
         raise SystemExit(f"no traces under {TRACE_DIR}")
     path = files[-1]
+    import effbench.profilers.tklqt  # noqa: F401
     import hta.trace_analysis  # noqa: F401  (import cost kept out of the timings)
-
-    import profilers.tklqt  # noqa: F401
 
     times: dict[str, list[float]] = {"ours": [], "hta": []}
     rows: dict[str, int] = {}

@@ -1,4 +1,4 @@
-"""The mini preset's kernel cases as pytest-benchmark benchmarks (suite.pytest_plugin).
+"""The mini preset's kernel cases as pytest-benchmark benchmarks (effbench.suite.pytest_plugin).
 
 In the normal test run (``--benchmark-disable``) each case runs once, as a smoke test of the
 plugin; ``pytest tests/benchmarks/test_bench_kernels.py --benchmark-enable`` times them, and
@@ -9,8 +9,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 # Until the pytest11 entry point is installed, load the plugin from here (never twice).
-_REGISTERED = any(e.value == "suite.pytest_plugin" for e in entry_points(group="pytest11"))
-pytest_plugins = [] if _REGISTERED else ["suite.pytest_plugin"]
+_REGISTERED = any(e.value == "effbench.suite.pytest_plugin" for e in entry_points(group="pytest11"))
+pytest_plugins = [] if _REGISTERED else ["effbench.suite.pytest_plugin"]
 
 EFFBENCH_PRESET = str(Path(__file__).resolve().parents[1] / "data" / "mini.toml")
 

@@ -1,6 +1,6 @@
 """A real headless Chromium drives the served dashboard: every page draws, the frontier exists.
 
-Starts ``python -m dashboards.launch`` on a free port over the mini store, waits for
+Starts ``python -m effbench.dashboards.launch`` on a free port over the mini store, waits for
 ``/_stcore/health``, visits each page with Playwright and saves a screenshot of each under
 ``tests/artifacts/``. Skips (with the reason) when /usr/bin/chromium or playwright is missing;
 Playwright's own browser download is not used.
@@ -58,7 +58,8 @@ def server(tmp_path_factory):
     root = mini_store(tmp_path_factory.mktemp("dash"))
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dashboards.launch", "--results", str(root), "--port", str(port)],
+        [sys.executable, "-m", "effbench.dashboards.launch", "--results", str(root),
+         "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     url = f"http://127.0.0.1:{port}"

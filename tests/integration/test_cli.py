@@ -10,15 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from suite.cli import main
-from suite.store import load_records
+from effbench.suite.cli import main
+from effbench.suite.store import load_records
 
 MINI = str(Path(__file__).parents[1] / "data" / "mini.toml")
 
 
 def _run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "suite.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "effbench.suite.cli", *args], capture_output=True,
                           text=True, cwd=cwd, timeout=600)
 
 
@@ -71,7 +70,7 @@ def test_report_runs_and_query(mini_run):
 
 def test_kill_and_resume_loses_nothing(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "suite.cli", "run", MINI, "--results",
+    proc = subprocess.Popen([sys.executable, "-m", "effbench.suite.cli", "run", MINI, "--results",
                              str(tmp_path), "--no-progress"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     journal = None

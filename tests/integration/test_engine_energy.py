@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from profilers.energy import EnergyProfiler
-from profilers.rapl import NullRAPL
-from suite import presets
-from suite.cases import expand
-from suite.context import RunContext
-from suite.levels import engine
+from effbench.profilers.energy import EnergyProfiler
+from effbench.profilers.rapl import NullRAPL
+from effbench.suite import presets
+from effbench.suite.cases import expand
+from effbench.suite.context import RunContext
+from effbench.suite.levels import engine
 
 MINI = Path(__file__).parents[1] / "data" / "mini.toml"
 

@@ -6,10 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from suite.cli import main as cli_main
-from suite.cli import main as effbench
-from suite.store import list_runs, load_records
+from effbench.suite.cli import main as cli_main
+from effbench.suite.cli import main as effbench
+from effbench.suite.store import list_runs, load_records
 
 MINI = str(Path(__file__).parents[1] / "data" / "mini.toml")
 

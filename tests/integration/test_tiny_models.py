@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from kernels_ref import evalset, train
-from kernels_ref.checkpoint import EMBEDDED, load_checkpoint, resolve_model
-from kernels_ref.model import LlamaModel
-from kernels_ref.tokenizer import Tokenizer
+from effbench.kernels_ref import evalset, train
+from effbench.kernels_ref.checkpoint import EMBEDDED, load_checkpoint, resolve_model
+from effbench.kernels_ref.model import LlamaModel
+from effbench.kernels_ref.tokenizer import Tokenizer
 
 # Measured when the shipped checkpoints were trained (see their README.md); the bound leaves room
 # for nothing but a broken model or a broken loader.

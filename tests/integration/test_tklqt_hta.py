@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from profilers.kineto import load_trace
-from profilers.tklqt import kernel_table
+from effbench.profilers.kineto import load_trace
+from effbench.profilers.tklqt import kernel_table
 
 TRACE_DIR = Path(__file__).parents[2].parent / "shared" / "traces" / "hta"
 FILES = sorted(TRACE_DIR.glob("*.json*")) if TRACE_DIR.is_dir() else []

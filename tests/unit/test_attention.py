@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-from kernels_ref.attention import (
+from effbench.kernels_ref.attention import (
     DenseAttention,
     SlidingWindowAttention,
     causal_mask,
@@ -16,7 +15,7 @@ from kernels_ref.attention import (
     window_mask,
     window_pairs,
 )
-from kernels_ref.protocols import AttentionBackend, AttentionShape
+from effbench.kernels_ref.protocols import AttentionBackend, AttentionShape
 
 HEAD_DIM = 16
 

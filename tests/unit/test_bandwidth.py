@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import effbench.profilers.bandwidth as bw
 import pytest
-
-import profilers.bandwidth as bw
-from profilers.bandwidth import (
+from effbench.profilers.bandwidth import (
     BandwidthProfiler,
     NullMemoryBusy,
     NVMLMemoryBusy,
@@ -18,7 +17,7 @@ from profilers.bandwidth import (
     memory_busy_for,
     roofline,
 )
-from profilers.nvml import NotSupported
+from effbench.profilers.nvml import NotSupported
 
 PEAK = Peak("test", tflops=100.0, gbps=1000.0, source="test")  # ridge 100 FLOP/B
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from kernels_ref import corpus
-from kernels_ref.tokenizer import Tokenizer, train_bpe
+from effbench.kernels_ref import corpus
+from effbench.kernels_ref.tokenizer import Tokenizer, train_bpe
 
 
 def _write(root: Path, rel: str, text: str) -> None:

@@ -19,8 +19,7 @@ from dash_helpers import (  # noqa: E402
     mini_store,
     profile_store,
 )
-
-from dashboards.data import (  # noqa: E402
+from effbench.dashboards.data import (  # noqa: E402
     case_metrics,
     filter_cases,
     load_store,
@@ -28,7 +27,7 @@ from dashboards.data import (  # noqa: E402
     read_store,
     results_root,
 )
-from dashboards.pareto import hypervolume_2d, pareto_mask, reference_point  # noqa: E402
+from effbench.dashboards.pareto import hypervolume_2d, pareto_mask, reference_point  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py")
 PAGES = ("runs", "techniques", "linked", "profiles")
@@ -137,7 +136,7 @@ def test_hypervolume_third_metric_and_downloads(store):
 
 
 def test_runs_page_compares_two_runs(store):
-    from suite.gate import compare
+    from effbench.suite.gate import compare
 
     at = app(store, "runs")
     assert len(at.dataframe[0].value) == 2
@@ -152,7 +151,7 @@ def test_runs_page_compares_two_runs(store):
 
 
 def test_techniques_page_lists_registry_and_best_cases(store):
-    from suite.registry import techniques
+    from effbench.suite.registry import techniques
 
     at = app(store, "techniques")
     catalog = at.dataframe[0].value
@@ -230,8 +229,8 @@ def test_metric_info_directions(store):
 
 def test_profiles_page_plots_a_tklqt_sweep_with_the_documented_transition(tmp_path):
     """A stored `profile tklqt` sweep: TKLQT vs batch size, transition from detect_transition."""
-    from profilers.tklqt import detect_transition
-    from suite.profiling import store_sweep
+    from effbench.profilers.tklqt import detect_transition
+    from effbench.suite.profiling import store_sweep
 
     rows = []
     for b in (1, 2, 4, 8, 16, 32):  # launch floor 5 us until batch 8, then queuing grows

@@ -2,9 +2,8 @@
 
 import numpy as np
 import pandas as pd
-
-from dashboards.analysis import profile_metrics
-from dashboards.charts import (
+from effbench.dashboards.analysis import profile_metrics
+from effbench.dashboards.charts import (
     better_corner,
     comparison_bar,
     frontier_figure,
@@ -12,8 +11,8 @@ from dashboards.charts import (
     roofline_figure,
     tklqt_figure,
 )
-from dashboards.data import decades, filter_cases
-from dashboards.pareto import pareto_mask
+from effbench.dashboards.data import decades, filter_cases
+from effbench.dashboards.pareto import pareto_mask
 
 
 def cases(n: int = 30) -> pd.DataFrame:

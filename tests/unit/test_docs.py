@@ -137,7 +137,7 @@ def emitted() -> dict[str, dict[str, tuple[str, str, str, str]]]:
 
 def _serving_emitted() -> dict[str, tuple[str, str, str, str]]:
     """serving.py takes every name, unit and direction from serving_metrics.METRICS."""
-    from suite.serving_metrics import METRICS
+    from effbench.suite.serving_metrics import METRICS
 
     src = (LEVELS_DIR / "serving.py").read_text()
     assert "METRICS[name].unit" in src and "METRICS[k].unit" in src
@@ -425,7 +425,7 @@ def test_adding_a_technique_register_and_param_calls_use_real_keywords():
 
 
 def test_adding_a_technique_toml_snippets_are_valid():
-    from suite.presets import parse
+    from effbench.suite.presets import parse
 
     blocks = _blocks(ADDING_MD.read_text(encoding="utf-8"), "toml")
     presets = [b for b in blocks if "[[bench]]" in b]

@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from profilers.energy import (
+from effbench.profilers.energy import (
     EnergyProfiler,
     EnergyWindow,
     integrate_power,
@@ -16,8 +15,8 @@ from profilers.energy import (
     phase_energy,
     request_joules,
 )
-from profilers.nvml import NotSupported, NullNVML
-from profilers.rapl import RAPL, NullRAPL
+from effbench.profilers.nvml import NotSupported, NullNVML
+from effbench.profilers.rapl import RAPL, NullRAPL
 
 
 class FakeClock:
@@ -194,7 +193,7 @@ def test_joules_per_token_and_request() -> None:
 
 
 def test_registry_builds_energy_and_rejects_unknown(tmp_path: Path) -> None:
-    from profilers.registry import PROFILERS, build
+    from effbench.profilers.registry import PROFILERS, build
 
     assert set(PROFILERS) == {"energy", "bandwidth", "host", "memory", "tklqt"}
     built = build(["energy", "memory", "tklqt"], "cpu", tmp_path)
@@ -210,7 +209,7 @@ def test_registry_builds_energy_and_rejects_unknown(tmp_path: Path) -> None:
 
 
 class FakePynvml:
-    """The slice of the ``pynvml`` module that profilers.nvml.NVML calls."""
+    """The slice of the ``pynvml`` module that effbench.profilers.nvml.NVML calls."""
 
     class NVMLError(Exception):
         pass
@@ -244,7 +243,7 @@ class FakePynvml:
 
 
 def test_nvml_wrapper_maps_not_supported() -> None:
-    from profilers.nvml import NVML
+    from effbench.profilers.nvml import NVML
 
     nv = NVML(FakePynvml())
     assert nv.available() == (True, "") and nv.device_name(0) == "NVIDIA H100 80GB HBM3"
@@ -254,7 +253,7 @@ def test_nvml_wrapper_maps_not_supported() -> None:
 
 
 def test_open_nvml_without_driver_says_why() -> None:
-    from profilers.nvml import open_nvml
+    from effbench.profilers.nvml import open_nvml
 
     nv = open_nvml()
     if nv.available()[0]:
@@ -268,7 +267,7 @@ def test_open_nvml_without_driver_says_why() -> None:
 def test_power_sampler_thread_integrates_real_time() -> None:
     import time
 
-    from profilers.energy import PowerSampler
+    from effbench.profilers.energy import PowerSampler
 
     class Steady:
         def power_mw(self, index: int) -> int:

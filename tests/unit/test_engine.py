@@ -2,14 +2,13 @@
 
 import pytest
 import torch
-
-from kernels_ref.attention import DenseAttention
-from kernels_ref.decoding import Autoregressive, Speculative
-from kernels_ref.engine import Engine, EngineConfig, StepContext, layout_of
-from kernels_ref.kvcache import FullKVCacheFactory
-from kernels_ref.model import LlamaConfig, LlamaModel
-from kernels_ref.requests import Phase, Request
-from kernels_ref.scheduling import ChunkedPrefill, ContinuousBatching, StaticBatching
+from effbench.kernels_ref.attention import DenseAttention
+from effbench.kernels_ref.decoding import Autoregressive, Speculative
+from effbench.kernels_ref.engine import Engine, EngineConfig, StepContext, layout_of
+from effbench.kernels_ref.kvcache import FullKVCacheFactory
+from effbench.kernels_ref.model import LlamaConfig, LlamaModel
+from effbench.kernels_ref.requests import Phase, Request
+from effbench.kernels_ref.scheduling import ChunkedPrefill, ContinuousBatching, StaticBatching
 
 CFG = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,

@@ -6,13 +6,12 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
-from suite import baselines, gate_cli
-from suite.cli import main as cli_main
-from suite.errors import ConfigError, StoreError
-from suite.gate import Thresholds, compare, metric_class, passed, pool_runs
-from suite.records import Record
-from suite.store import RunStore
+from effbench.suite import baselines, gate_cli
+from effbench.suite.cli import main as cli_main
+from effbench.suite.errors import ConfigError, StoreError
+from effbench.suite.gate import Thresholds, compare, metric_class, passed, pool_runs
+from effbench.suite.records import Record
+from effbench.suite.store import RunStore
 
 CASE = "kernel:dense[]@p32/cpu"
 
@@ -319,7 +318,7 @@ def test_every_command_in_ci_doc_parses():
     import shlex
     from pathlib import Path
 
-    from suite.cli import build_parser
+    from effbench.suite.cli import build_parser
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "CI.md").read_text()
     blocks = "\n".join(re.findall(r"```[a-z]*\n(.*?)```", doc, re.S))

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from profilers.host import HostProfiler, is_python_frame, parse_raw, split_frame, summarize
+from effbench.profilers.host import HostProfiler, is_python_frame, parse_raw, split_frame, summarize
 
 RAW = """\
 <module> (bench.py:6);Linear.forward (torch/nn/modules/linear.py:134);mkl_sgemm (libtorch_cpu.so) 60

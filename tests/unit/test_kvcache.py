@@ -6,8 +6,7 @@ import math
 
 import pytest
 import torch
-
-from kernels_ref.kvcache import (
+from effbench.kernels_ref.kvcache import (
     FullKVCache,
     FullKVCacheFactory,
     KIVICache,
@@ -17,7 +16,7 @@ from kernels_ref.kvcache import (
     quantize_asym,
     unpack_bits,
 )
-from kernels_ref.protocols import CacheLayout, KVCache, KVCacheFactory
+from effbench.kernels_ref.protocols import CacheLayout, KVCache, KVCacheFactory
 
 KV_HEADS, HEAD_DIM, LAYERS = 2, 32, 2
 

@@ -1,10 +1,9 @@
 """Analytic read costs of the KV caches (what places a kernel-level read on the roofline)."""
 
 import torch
-
-from kernels_ref.kvcache import FullKVCache, KIVICache
-from kernels_ref.kvpool import PooledKVCacheFactory
-from kernels_ref.protocols import CacheLayout
+from effbench.kernels_ref.kvcache import FullKVCache, KIVICache
+from effbench.kernels_ref.kvpool import PooledKVCacheFactory
+from effbench.kernels_ref.protocols import CacheLayout
 
 LAYOUT = CacheLayout(num_layers=2, kv_heads=2, head_dim=32, dtype=torch.float32,
                      device=torch.device("cpu"))

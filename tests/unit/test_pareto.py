@@ -3,8 +3,7 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
-
-from dashboards.pareto import (
+from effbench.dashboards.pareto import (
     frontier_line,
     hypervolume_2d,
     line_shape,

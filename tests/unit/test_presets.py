@@ -1,10 +1,9 @@
 """Presets are validated before anything runs, with file:line and the valid choices."""
 
 import pytest
-
-from suite import presets
-from suite.cases import expand
-from suite.errors import ConfigError
+from effbench.suite import presets
+from effbench.suite.cases import expand
+from effbench.suite.errors import ConfigError
 
 GOOD = """
 [run]

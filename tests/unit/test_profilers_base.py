@@ -1,7 +1,6 @@
 import torch
-
-from profilers import NullProfiler, collect
-from profilers.memory import MemoryProfiler
+from effbench.profilers import NullProfiler, collect
+from effbench.profilers.memory import MemoryProfiler
 
 
 class Unavailable:

@@ -4,11 +4,10 @@ import ast
 from pathlib import Path
 
 import pytest
-
-from suite import registry
-from suite.errors import ConfigError
-from suite.protocols import AttentionBackend, Decoder, KVCacheFactory, Scheduler
-from suite.technique import Param, Technique
+from effbench.suite import registry
+from effbench.suite.errors import ConfigError
+from effbench.suite.protocols import AttentionBackend, Decoder, KVCacheFactory, Scheduler
+from effbench.suite.technique import Param, Technique
 
 ROOT = Path(__file__).parents[2]
 PROTOCOL = {"attention": AttentionBackend, "kvcache": KVCacheFactory, "scheduling": Scheduler,
@@ -56,6 +55,9 @@ def test_spec_rejects_bad_declarations():
         Param("p", "int", 0, min=1)
 
 
+PROJECT = ("suite", "adapters", "kernels_ref", "profilers", "dashboards")
+
+
 def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     out = set()
@@ -81,6 +83,8 @@ SPEC_LAYER = {"suite.registry", "suite.technique", "suite.errors", "suite", "sui
 def test_dependencies_point_one_way(package, forbidden):
     for f in (ROOT / package).rglob("*.py"):
         for mod in _imports(f):
+            assert mod.split(".")[0] not in PROJECT, f"{f} imports {mod}: use effbench.{mod}"
+            mod = mod.removeprefix("effbench.")
             top = mod.split(".")[0]
             assert top not in forbidden, f"{f} imports {mod}"
             if package == "adapters" and top == "suite":

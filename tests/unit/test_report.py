@@ -6,10 +6,9 @@ import math
 
 import pandas as pd
 import pytest
-
-from suite.records import Record
-from suite.report import format_cell, format_value, render_text, summary_table
-from suite.store import records_to_frame
+from effbench.suite.records import Record
+from effbench.suite.report import format_cell, format_value, render_text, summary_table
+from effbench.suite.store import records_to_frame
 
 RUN = "20261124-183501-smoke-abcd"
 

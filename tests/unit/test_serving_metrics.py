@@ -2,9 +2,8 @@ import math
 
 import numpy as np
 import pytest
-
-from suite.records import DIRECTIONS
-from suite.serving_metrics import (
+from effbench.suite.records import DIRECTIONS
+from effbench.suite.serving_metrics import (
     LATENCY_METRICS,
     METRICS,
     SLO,

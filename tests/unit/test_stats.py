@@ -2,9 +2,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats as sps
-
-from suite.stats import (
+from effbench.suite.stats import (
     SUMMARY_KEYS,
     bootstrap_ratio_ci,
     median_ci,
@@ -12,6 +10,7 @@ from suite.stats import (
     relative_half_width,
     summarize,
 )
+from scipy import stats as sps
 
 
 def test_summarize_matches_numpy_on_known_data():

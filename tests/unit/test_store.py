@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-from suite.errors import StoreError
-from suite.records import Record
-from suite.store import (
+from effbench.suite.errors import StoreError
+from effbench.suite.records import Record
+from effbench.suite.store import (
     JOURNAL,
     MANIFEST,
     PARQUET,

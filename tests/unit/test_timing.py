@@ -5,9 +5,8 @@ import types
 
 import pytest
 import torch
-
-from suite.errors import DeviceError
-from suite.timing import Measurement, calibrate, make_timer, measure, measure_once_each
+from effbench.suite.errors import DeviceError
+from effbench.suite.timing import Measurement, calibrate, make_timer, measure, measure_once_each
 
 
 def busy(n: int = 300) -> int:

@@ -7,10 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from profilers.base import collect
-from profilers.kineto import load_trace, parse_events
-from profilers.tklqt import (
+from effbench.profilers.base import collect
+from effbench.profilers.kineto import load_trace, parse_events
+from effbench.profilers.tklqt import (
     busy_and_span_ns,
     detect_transition,
     kernel_table,
@@ -18,8 +17,8 @@ from profilers.tklqt import (
     summarize,
     unlinked_gpu_ops,
 )
-from profilers.tklqt_cli import add_parser
-from profilers.tklqt_profiler import TKLQTProfiler
+from effbench.profilers.tklqt_cli import add_parser
+from effbench.profilers.tklqt_profiler import TKLQTProfiler
 
 
 def launch(corr, ts, dur, name="cudaLaunchKernel", cat="cuda_runtime"):

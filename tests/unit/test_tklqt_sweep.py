@@ -2,11 +2,10 @@
 
 import pandas as pd
 import torch
-
-from kernels_ref.checkpoint import EMBEDDED, load_checkpoint
-from kernels_ref.engine import EngineResult, StepRecord
-from profilers.kineto import load_trace
-from profilers.tklqt_sweep import NO_KERNELS, phase_rows, sweep
+from effbench.kernels_ref.checkpoint import EMBEDDED, load_checkpoint
+from effbench.kernels_ref.engine import EngineResult, StepRecord
+from effbench.profilers.kineto import load_trace
+from effbench.profilers.tklqt_sweep import NO_KERNELS, phase_rows, sweep
 
 
 def test_sweep_on_cpu_keeps_annotated_traces_and_says_why(tmp_path):

@@ -2,8 +2,7 @@ import math
 
 import numpy as np
 import pytest
-
-from suite.workloads import (
+from effbench.suite.workloads import (
     ARRIVAL_KINDS,
     ArrivalSpec,
     LengthSpec,
