@@ -1,6 +1,7 @@
-"""One module per technique, grouped by family; each registers itself with effbench.suite.registry.
+"""One module per technique, grouped by family, named for the registered technique; each
+registers itself with effbench.suite.registry.
 
-Adapters import only the spec layer of suite (effbench.suite.registry, effbench.suite.technique,
-effbench.suite.errors)
-and the reference kernels; the runner finds them through ``effbench.suite.registry.load_all``.
+An adapter wraps either a reference kernel (effbench.kernels_ref.<family>.<technique>) or a real
+library's implementation. Adapters import only the spec layer of suite (registry, technique,
+family, errors, protocols); the runner finds them through ``effbench.suite.registry.load_all``.
 """

@@ -17,11 +17,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from effbench.kernels_ref.model import LlamaConfig, LlamaModel, Rotary
-from effbench.kernels_ref.tokenizer import TOKENIZER_FILES, Tokenizer
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+
+from effbench.kernels_ref.model import LlamaConfig, LlamaModel, Rotary
+from effbench.kernels_ref.tokenizer import TOKENIZER_FILES, Tokenizer
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral")
 CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"

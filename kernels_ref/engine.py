@@ -15,33 +15,42 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
 from effbench.kernels_ref.model import LlamaModel
 from effbench.kernels_ref.protocols import (
     AttentionBackend,
     Budget,
     CacheLayout,
     Decoder,
+    Feed,
+    ForwardOut,
     KVCache,
     KVCacheFactory,
     Scheduler,
+    StepInfo,
 )
-from effbench.kernels_ref.requests import Phase, Request
+from effbench.kernels_ref.requests import Phase, Request, StepBatch
 
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Batch limits: at most ``max_batch`` running requests and ``max_tokens`` fed per step."""
+    """Batch limits: at most ``max_batch`` running requests and ``max_tokens`` fed per step;
+    ``kv_memory_cap`` bytes of KV cache in all (None: no cap beyond the factory's own pool).
+    """
 
     max_batch: int = 8
     max_tokens: int = 512
+    kv_memory_cap: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.max_tokens < 1:
             raise ValueError("max_batch and max_tokens must be >= 1")
+        if self.kv_memory_cap is not None and self.kv_memory_cap < 1:
+            raise ValueError(f"kv_memory_cap must be >= 1 byte, got {self.kv_memory_cap}")
 
 
 @dataclass(frozen=True)
@@ -55,21 +64,6 @@ class StepRecord:
     emitted_tokens: int
 
 
-@dataclass
-class StepBatch:
-    """The scheduler's choice for one iteration, split by phase for the decoder."""
-
-    entries: list[tuple[Request, int]]
-
-    @property
-    def prefills(self) -> list[tuple[Request, int]]:
-        return [(r, n) for r, n in self.entries if r.prompt_left > 0]
-
-    @property
-    def decodes(self) -> list[Request]:
-        return [r for r, _ in self.entries if r.prompt_left == 0]
-
-
 def layout_of(model: LlamaModel) -> CacheLayout:
     cfg = model.config
     return CacheLayout(
@@ -81,20 +75,28 @@ def layout_of(model: LlamaModel) -> CacheLayout:
     )
 
 
-@dataclass
-class Feed:
-    """Tokens of one sequence to push through a model: ``tokens`` start at ``start``."""
-
-    cache: KVCache
-    tokens: list[int]
-    start: int
-    logits: str = "last"  # "none" | "last" | "all"
+def step_info(feeds: Sequence[Feed]) -> StepInfo:
+    """The attention metadata shared by every layer and sequence of one packed forward."""
+    groups = tuple(f.prefix_group for f in feeds)
+    shared = any(g >= 0 for g in groups)
+    return StepInfo(
+        seq_ids=tuple(f.seq_id for f in feeds),
+        starts=tuple(f.start for f in feeds),
+        q_lens=tuple(len(f.tokens) for f in feeds),
+        prefix_groups=groups if shared else (),
+        prefix_lens=tuple(f.prefix_len for f in feeds) if shared else (),
+    )
 
 
 def run_forward(
-    model: LlamaModel, attention: AttentionBackend, feeds: Sequence[Feed]
-) -> list[torch.Tensor | None]:
-    """One packed forward pass over several sequences; logits rows as each feed asked."""
+    model: LlamaModel, attention: AttentionBackend, feeds: Sequence[Feed], *,
+    hidden: bool = False, layers: int | None = None,
+) -> ForwardOut:
+    """One packed forward pass over several sequences; logits rows as each feed asked.
+
+    The attention metadata is built here once for the whole pass. ``hidden`` also returns the
+    same rows' hidden states; ``layers`` runs only the first ``layers`` layers.
+    """
     device = model.device
     ids: list[int] = []
     pos: list[int] = []
@@ -112,20 +114,28 @@ def run_forward(
             rows.append(base + len(f.tokens) - 1)
         else:
             spans.append(None)
-    logits = model.forward_batch(
+    out = model.forward_batch(
         torch.tensor(ids, device=device),
         torch.tensor(pos, device=device),
         [len(f.tokens) for f in feeds],
         [f.cache for f in feeds],
         attention,
         logits_for=torch.tensor(rows, device=device, dtype=torch.long),
+        step=step_info(feeds),
+        hidden=hidden,
+        layers=layers,
     )
-    return [None if s is None else logits[s[0] : s[1]] for s in spans]
+    logits, states = out if hidden else (out, None)
+
+    def per_feed(t: torch.Tensor) -> list[torch.Tensor | None]:
+        return [None if s is None else t[s[0] : s[1]] for s in spans]
+
+    return ForwardOut(per_feed(logits), per_feed(states) if states is not None else None)
 
 
 @dataclass
 class StepContext:
-    """What a decoder may use during a step: the models, their parts, a clock and a sampler."""
+    """What a decoder may use during a step (``EngineOps``): the models, a clock, a sampler."""
 
     model: LlamaModel
     attention: AttentionBackend
@@ -134,7 +144,6 @@ class StepContext:
     temperature: float = 0.0
     generator: torch.Generator | None = None
     draft: LlamaModel | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def now(self) -> int:
         """A timestamp taken after the device has finished the work queued so far."""
@@ -142,8 +151,18 @@ class StepContext:
             torch.cuda.synchronize(self.layout.device)
         return time.perf_counter_ns()
 
-    def forward(self, feeds: Sequence[Feed]) -> list[torch.Tensor | None]:
-        return run_forward(self.model, self.attention, feeds)
+    def forward(self, feeds: Sequence[Feed], *, hidden: bool = False, layers: int | None = None,
+                model: LlamaModel | None = None,
+                attention: AttentionBackend | None = None) -> ForwardOut:
+        return run_forward(model or self.model, attention or self.attention, feeds,
+                           hidden=hidden, layers=layers)
+
+    def new_cache(self, model: LlamaModel | None = None,
+                  factory: KVCacheFactory | None = None) -> KVCache:
+        """An empty cache for ``model`` (default: the target) from ``factory`` (default: the
+        engine's, i.e. the technique under test).
+        """
+        return (factory or self.cache_factory).new_cache(layout_of(model or self.model))
 
     def pick(self, logits: torch.Tensor) -> list[int]:
         """Next token per row: argmax when greedy, else a sample at ``temperature``."""
@@ -163,6 +182,7 @@ class EngineResult:
     start_ns: int
     end_ns: int
     decoder_stats: dict[str, Any]
+    preemptions: int = 0
 
     @property
     def wall_s(self) -> float:
@@ -207,6 +227,7 @@ class Engine:
         self.running: list[Request] = []
         self.finished: list[Request] = []
         self.steps: list[StepRecord] = []
+        self.preemptions = 0
         # Wraps each iteration's work, called with (step index, "prefill" | "decode"): e.g. a
         # profiler annotation ``ProfilerStep#N`` or an energy window per phase (None: nothing).
         self.step_context: Callable[[int, str], AbstractContextManager] | None = None
@@ -218,25 +239,68 @@ class Engine:
     def busy(self) -> bool:
         return bool(self.waiting or self.running)
 
+    def budget(self) -> Budget:
+        """The limits of this iteration, with the KV memory left: the tighter of the engine's cap and
+        the factory's own pool, minus what the live caches hold.
+        """
+        mem = self.ctx.cache_factory.memory()
+        caps = [c for c in (self.config.kv_memory_cap, mem.capacity_bytes) if c is not None]
+        if not caps:
+            return Budget(self.config.max_batch, self.config.max_tokens)
+        tokens = sum(r.computed for r in self.running)
+        per_token = (mem.used_bytes / tokens if tokens and mem.used_bytes
+                     else self.ctx.layout.full_bytes_per_token)
+        return Budget(self.config.max_batch, self.config.max_tokens,
+                      free_kv_bytes=min(caps) - mem.used_bytes, kv_bytes_per_token=per_token)
+
+    def _preempt_for(self, chosen: list[tuple[Request, int]], budget: Budget
+                     ) -> list[tuple[Request, int]]:
+        """Drop the newest running requests (recompute preemption) until the step's new tokens
+        fit in KV memory; they go back to the front of the queue.
+        """
+        def need(entries: list[tuple[Request, int]]) -> int:
+            return sum(n for _, n in entries)
+
+        while not budget.fits(need(chosen)) and len(self.running) > 1:
+            victim = max(self.running, key=lambda r: (r.start_ns or 0, r.rid))
+            self.running.remove(victim)
+            self.decoder.release(victim)
+            victim.preempt()
+            self.waiting.insert(0, victim)
+            self.preemptions += 1
+            freed = self.budget()
+            budget = freed
+            chosen = [(r, n) for r, n in chosen if r is not victim]
+        if not chosen or not budget.fits(need(chosen)):
+            raise RuntimeError(
+                f"KV memory ({budget.free_kv_bytes:.0f} B free) is too small for one request: "
+                f"the step needs {need(chosen) * budget.kv_bytes_per_token:.0f} B"
+            )
+        return chosen
+
     def step(self) -> StepRecord:
         """Run one iteration: schedule, feed and emit; finished requests leave the batch.
 
         The iteration's phase is ``prefill`` when it feeds any prompt tokens, else ``decode``.
+        With a KV memory limit, the scheduler admits what fits and the engine preempts the
+        newest running requests (by recompute) when running ones outgrow it.
         """
-        budget = Budget(self.config.max_batch, self.config.max_tokens)
+        budget = self.budget()
         chosen = self.scheduler.schedule(tuple(self.waiting), tuple(self.running), budget)
         if not chosen:
             raise RuntimeError(
                 f"scheduler {type(self.scheduler).__name__} chose nothing with "
                 f"{len(self.waiting)} waiting and {len(self.running)} running"
             )
+        if budget.free_kv_bytes != float("inf"):
+            chosen = self._preempt_for(list(chosen), budget)
         start = self.ctx.now()
         for req, n in chosen:
             if req.phase is Phase.WAITING:
                 self.waiting.remove(req)
                 self.running.append(req)
                 req.phase = Phase.PREFILL
-                req.start_ns = start
+                req.start_ns = req.start_ns if req.start_ns is not None else start
                 req.cache = self.ctx.cache_factory.new_cache(self.ctx.layout)
             if req.prompt_left == 0 and n != 1:
                 raise RuntimeError(f"scheduler fed {n} tokens to decoding request {req.rid}")
@@ -261,8 +325,8 @@ class Engine:
         self.steps.append(rec)
         for req in [r for r in self.running if r.phase is Phase.FINISHED]:
             self.running.remove(req)
+            self.decoder.release(req)
             req.cache = None
-            req.draft_cache = None
             self.finished.append(req)
         return rec
 
@@ -275,6 +339,7 @@ class Engine:
         pending = sorted(requests, key=lambda r: r.arrival_ns)
         total = len(pending)
         self.steps = []
+        self.preemptions = 0
         with torch.inference_mode():
             t0 = self.ctx.now()
             for r in pending:
@@ -292,4 +357,5 @@ class Engine:
             t1 = self.ctx.now()
         done = sorted(self.finished, key=lambda r: r.rid)
         self.finished = []
-        return EngineResult(done, list(self.steps), t0, t1, self.decoder.stats())
+        return EngineResult(done, list(self.steps), t0, t1, self.decoder.stats(),
+                            self.preemptions)

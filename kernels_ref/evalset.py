@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
 from effbench.kernels_ref.corpus import Document
 from effbench.kernels_ref.model import LlamaModel
 from effbench.kernels_ref.tokenizer import Tokenizer

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
-from effbench.kernels_ref.kvpool import append_and_gather
-from effbench.kernels_ref.protocols import AttentionBackend, KVCache
 from torch import nn
+
+from effbench.kernels_ref.protocols import AttentionBackend, AttentionMeta, KVCache, StepInfo
 
 
 @dataclass(frozen=True)
@@ -217,21 +217,36 @@ class LlamaModel(nn.Module):
         caches: Sequence[KVCache],
         attention: AttentionBackend,
         logits_for: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        step: StepInfo | None = None,
+        hidden: bool = False,
+        layers: int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Run packed tokens of several sequences through the model, filling their caches.
 
         ``input_ids`` and ``positions`` are flat ``(tokens,)``; ``seq_lens[i]`` tokens belong to
         sequence i, whose new keys/values are appended to ``caches[i]`` before its queries attend
         over the whole cache. ``logits_for`` selects which flat rows need logits (all if None):
         prefill chunks only need their last row, which saves the vocabulary projection.
+        ``step`` is the attention metadata of this forward (built once; a plain causal one if
+        None). When every sequence feeds one token, the batch takes the shared batched decode
+        path: the caches' ``gather_decode`` then the backend's ``decode_padded``.
+        ``layers`` runs only the first ``layers`` decoder layers (then the final norm and head);
+        ``hidden`` also returns the selected rows' hidden states after the last run layer.
         """
         if sum(seq_lens) != input_ids.shape[0] or len(seq_lens) != len(caches):
             raise ValueError("seq_lens must sum to the number of tokens and match the caches")
-        x = self.embed_tokens(input_ids)
+        n_layers = len(self.layers) if layers is None else layers
+        if not 1 <= n_layers <= len(self.layers):
+            raise ValueError(f"layers must be in [1, {len(self.layers)}], got {layers}")
         splits = list(seq_lens)
-        batched = len(splits) > 1 and max(splits) == 1 and hasattr(attention, "decode_batch")
+        if step is None:
+            firsts = [sum(splits[:i]) for i in range(len(splits))]
+            starts = tuple(int(positions[f]) for f in firsts)
+            step = StepInfo(tuple(range(len(splits))), starts, tuple(splits))
+        x = self.embed_tokens(input_ids)
+        batched = len(splits) > 1 and max(splits) == 1
         cos, sin = self.rotary.tables(positions, x.dtype)
-        for li, layer in enumerate(self.layers):
+        for li, layer in enumerate(self.layers[:n_layers]):
             attn = layer.self_attn
             wqkv, wgu = _fused_weights(layer)
             qkv = F.linear(layer.input_layernorm(x), wqkv)
@@ -241,25 +256,30 @@ class LlamaModel(nn.Module):
             k = Rotary.rotate(k.view(-1, attn.kv_heads, hd).transpose(0, 1), cos, sin)
             v = v.view(-1, attn.kv_heads, hd).transpose(0, 1)
             if batched:
-                x = x + attn.o_proj(self._decode_batch(li, q, k, v, caches, attention))
+                o = self._decode_batch(li, q, k, v, caches, attention, step)
+                x = x + attn.o_proj(o)
                 x = x + _fused_mlp(layer, wgu, x)
                 continue
             outs = []
-            for qi, ki, vi, cache in zip(
+            for i, (qi, ki, vi, cache) in enumerate(zip(
                 q.split(splits, dim=1), k.split(splits, dim=1), v.split(splits, dim=1), caches
-            ):
+            )):
                 cache.append(li, ki, vi)
                 kc, vc = cache.read(li)
+                meta = AttentionMeta(li, i, step)
                 if qi.shape[1] == 1:
-                    outs.append(attention.decode(qi, kc, vc))
+                    outs.append(attention.decode(qi, kc, vc, meta))
                 else:
-                    outs.append(attention.forward(qi, kc, vc))
+                    outs.append(attention.forward(qi, kc, vc, meta))
+                if cache.observes:
+                    cache.observe(li, qi)
             o = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
             x = x + attn.o_proj(o.transpose(0, 1).flatten(-2))
             x = x + _fused_mlp(layer, wgu, x)
         if logits_for is not None:
             x = x[logits_for]
-        return self.lm_head(self.norm(x))
+        logits = self.lm_head(self.norm(x))
+        return (logits, x) if hidden else logits
 
     @staticmethod
     def _decode_batch(
@@ -269,30 +289,20 @@ class LlamaModel(nn.Module):
         v: torch.Tensor,
         caches: Sequence[KVCache],
         attention: AttentionBackend,
+        step: StepInfo,
     ) -> torch.Tensor:
-        """One decode token per sequence: append each, then one padded attention call.
+        """One decode token per sequence: the caches append and pad the batch's keys/values
+        (``gather_decode``; copy-free for the pooled full cache), then one ``decode_padded``.
 
-        Used when the backend offers ``decode_batch(q, ks, vs)`` (an optional fast path of the
-        attention protocol); when every cache is a slot of one ``KVPool`` and the backend has
-        ``decode_padded(q, k, v, lengths)``, the pool's padded view is used without copies.
-        Returns the attention output as ``(tokens, hidden)``.
+        Every backend and cache takes this same path, so a technique's engine speedup is
+        measured on the same batched path as its baseline. Returns ``(tokens, hidden)``.
         """
-        pool = getattr(caches[0], "pool", None)
-        if (
-            pool is not None
-            and hasattr(attention, "decode_padded")
-            and all(getattr(c, "pool", None) is pool for c in caches)
-        ):
-            kp, vp, lengths = append_and_gather(caches, li, k, v)
-            o = attention.decode_padded(q.transpose(0, 1).unsqueeze(2), kp, vp, lengths)
-            return o.squeeze(2).flatten(-2)
-        ks, vs = [], []
+        kp, vp, lengths = type(caches[0]).gather_decode(caches, li, k, v)
+        qb = q.transpose(0, 1).unsqueeze(2)
+        o = attention.decode_padded(qb, kp, vp, lengths, AttentionMeta(li, -1, step))
         for i, cache in enumerate(caches):
-            cache.append(li, k[:, i : i + 1], v[:, i : i + 1])
-            kc, vc = cache.read(li)
-            ks.append(kc)
-            vs.append(vc)
-        o = attention.decode_batch(q.transpose(0, 1).unsqueeze(2), ks, vs)
+            if cache.observes:
+                cache.observe(li, qb[i])
         return o.squeeze(2).flatten(-2)
 
 

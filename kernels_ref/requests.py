@@ -1,11 +1,14 @@
-"""A generation request and its per-token timeline, as the engine tracks it."""
+"""Value types the engine and every family protocol share: a request and one step's batch.
+
+Nothing here imports the rest of the project (protocols depend on these, never the reverse),
+so the protocol, engine and technique modules form no import cycle.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-
-from effbench.kernels_ref.protocols import KVCache
+from typing import Any
 
 
 class Phase(str, Enum):
@@ -20,8 +23,15 @@ class Request:
     """One prompt to complete. Mutable: the engine advances it step by step.
 
     ``computed`` counts the tokens (prompt then output) whose keys/values are in the cache.
+    ``prefill_len`` is how many leading tokens a prefill must compute before decoding: the
+    prompt, or after a preemption by recompute the prompt plus the output so far (the step
+    that completes that prefill emits the next token, exactly as decode would have).
     ``emissions`` is the timeline: one ``(t_ns, n_tokens)`` entry per step that emitted tokens,
-    so multi-token steps (speculative decoding) are recorded as such.
+    so multi-token steps (speculative decoding) are recorded as such. ``prefix_group`` names
+    requests sharing a prompt prefix (a system prompt) of ``prefix_len`` tokens, for
+    shared-prefix attention and prefix-aware scheduling; None when not shared.
+    ``cache`` is the request's KV cache (the engine's factory made it); decoders keep any other
+    per-request state themselves, keyed by ``rid``.
     """
 
     rid: int
@@ -33,15 +43,20 @@ class Request:
     computed: int = 0
     phase: Phase = Phase.WAITING
     emissions: list[tuple[int, int]] = field(default_factory=list)
-    cache: KVCache | None = None
-    draft_cache: KVCache | None = None
+    cache: Any = None
     start_ns: int | None = None
+    prefix_group: int | None = None
+    prefix_len: int = 0
+    prefill_len: int = -1
+    preemptions: int = 0
 
     def __post_init__(self) -> None:
         if not self.prompt:
             raise ValueError(f"request {self.rid}: empty prompt")
         if self.max_new_tokens < 1:
             raise ValueError(f"request {self.rid}: max_new_tokens must be >= 1")
+        if self.prefill_len < 0:
+            self.prefill_len = len(self.prompt)
 
     @property
     def tokens(self) -> list[int]:
@@ -49,7 +64,8 @@ class Request:
 
     @property
     def prompt_left(self) -> int:
-        return max(0, len(self.prompt) - self.computed)
+        """Tokens still to prefill (prompt, or prompt + output after a recompute preemption)."""
+        return max(0, self.prefill_len - self.computed)
 
     @property
     def budget_left(self) -> int:
@@ -71,3 +87,26 @@ class Request:
             self.eos_id
         ])
         self.phase = Phase.FINISHED if done else Phase.DECODE
+
+    def preempt(self) -> None:
+        """Give up the cache and start over by recompute: prompt and output prefill again."""
+        self.cache = None
+        self.computed = 0
+        self.prefill_len = len(self.prompt) + len(self.output)
+        self.phase = Phase.WAITING
+        self.preemptions += 1
+
+
+@dataclass
+class StepBatch:
+    """The scheduler's choice for one iteration, split by phase for the decoder."""
+
+    entries: list[tuple[Request, int]]
+
+    @property
+    def prefills(self) -> list[tuple[Request, int]]:
+        return [(r, n) for r, n in self.entries if r.prompt_left > 0]
+
+    @property
+    def decodes(self) -> list[Request]:
+        return [r for r, _ in self.entries if r.prompt_left == 0]

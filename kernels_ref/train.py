@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
 from effbench.kernels_ref import corpus, evalset
 from effbench.kernels_ref.checkpoint import init_weights, load_checkpoint, save_checkpoint
 from effbench.kernels_ref.model import LlamaConfig, LlamaModel

@@ -22,7 +22,7 @@ import torch
 from effbench.kernels_ref.attention import DenseAttention
 from effbench.kernels_ref.decoding import Autoregressive
 from effbench.kernels_ref.engine import Engine, EngineConfig, EngineResult
-from effbench.kernels_ref.kvpool import PooledKVCacheFactory
+from effbench.kernels_ref.kvcache.full_cache import PooledKVCacheFactory
 from effbench.kernels_ref.model import LlamaModel
 from effbench.kernels_ref.requests import Request
 from effbench.kernels_ref.scheduling import ContinuousBatching

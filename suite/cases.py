@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from effbench.suite import registry
+from effbench.suite.family import family_index
 from effbench.suite.presets import Preset
-from effbench.suite.technique import FAMILIES, LEVELS
+from effbench.suite.technique import LEVELS
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def expand(preset: Preset, device: str) -> list[Case]:
     unique = [c for c in cases if not (c.case_id in seen or seen.add(c.case_id))]
 
     def order(c: Case) -> tuple:
-        return (LEVELS.index(c.level), FAMILIES.index(c.family),
+        return (LEVELS.index(c.level), family_index(c.family),
                 not registry.get(c.technique).baseline)
 
     return sorted(unique, key=order)

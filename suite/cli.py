@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from effbench.suite.errors import ConfigError, EffbenchError
-from effbench.suite.technique import FAMILIES, LEVELS
+from effbench.suite.family import family_names
+from effbench.suite.technique import LEVELS
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -94,6 +95,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_runs(args: argparse.Namespace) -> int:
     import pandas as pd
+
     from effbench.suite.store import list_runs
 
     df = list_runs(args.results)
@@ -107,6 +109,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 def _cmd_query(args: argparse.Namespace) -> int:
     import pandas as pd
+
     from effbench.suite.store import query
 
     with pd.option_context("display.width", 200, "display.max_columns", 30):
@@ -198,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="registered techniques with their parameters and levels")
-    p.add_argument("--family", choices=FAMILIES)
+    p.add_argument("--family", choices=family_names())
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("presets", help="built-in presets")

@@ -15,7 +15,8 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from effbench.suite.errors import ConfigError
-from effbench.suite.technique import FAMILIES, Paper, Param, Technique
+from effbench.suite.family import family_index, get_family, implementation_of
+from effbench.suite.technique import Paper, Param, Technique
 
 ENTRY_POINT_GROUP = "effbench.techniques"
 _REGISTRY: dict[str, Technique] = {}
@@ -42,7 +43,7 @@ def register(
                 f"technique '{name}' is registered twice "
                 f"({_REGISTRY[name].module} and {factory.__module__})"
             )
-        _REGISTRY[name] = Technique(
+        tech = Technique(
             name=name,
             family=family,
             summary=summary,
@@ -55,6 +56,14 @@ def register(
             requires=tuple(requires),
             module=factory.__module__,
         )
+        impl = implementation_of(factory)
+        if impl is None:
+            raise ValueError(
+                f"technique '{name}': the factory {factory.__qualname__} must be a class or "
+                "declare the class it returns (-> Class), so its protocol can be checked"
+            )
+        get_family(family).check_implementation(impl, name)
+        _REGISTRY[name] = tech
         return factory
 
     return deco
@@ -89,10 +98,10 @@ def get(name: str, where: str | None = None) -> Technique:
 def techniques(family: str | None = None) -> list[Technique]:
     """Registered techniques, baselines first within each family."""
     load_all()
-    if family is not None and family not in FAMILIES:
-        raise ConfigError(f"unknown family '{family}'; valid families: {list(FAMILIES)}")
+    if family is not None:
+        get_family(family)
     found = [t for t in _REGISTRY.values() if family in (None, t.family)]
-    return sorted(found, key=lambda t: (FAMILIES.index(t.family), not t.baseline, t.name))
+    return sorted(found, key=lambda t: (family_index(t.family), not t.baseline, t.name))
 
 
 def baseline_of(family: str) -> Technique:

@@ -14,7 +14,9 @@ import math
 from typing import Any
 
 import pandas as pd
-from effbench.suite.technique import FAMILIES, LEVELS
+
+from effbench.suite.family import family_index
+from effbench.suite.technique import LEVELS
 
 KEY_COLUMNS = ("level", "workload", "technique", "params")
 ERROR_COLUMN = "error"
@@ -241,7 +243,7 @@ def summary_table(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         keys = ["run", *keys]
     families = sorted(
         frame["family"].unique(),
-        key=lambda f: (FAMILIES.index(f) if f in FAMILIES else len(FAMILIES), f),
+        key=lambda f: (family_index(f), f),
     )
     out: dict[str, pd.DataFrame] = {}
     for f in families:

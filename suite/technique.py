@@ -8,22 +8,27 @@ object that satisfies the family's protocol (effbench.kernels_ref.protocols).
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from effbench.suite.errors import ConfigError
+from effbench.suite.family import get_family
 
-FAMILIES = ("attention", "kvcache", "scheduling", "decoding")
 LEVELS = ("kernel", "engine", "serving")
-# The levels at which each family's protocol object can be measured by the runner.
-FAMILY_LEVELS = {
-    "attention": ("kernel", "engine"),
-    "kvcache": ("kernel", "engine"),
-    "scheduling": ("serving",),
-    "decoding": ("engine",),
-}
 REQUIREMENTS = ("draft-model", "cuda")
+
+
+class _FromKernel:
+    """Marker default: take this parameter's default from the kernel (``from_kernel``)."""
+
+    def __repr__(self) -> str:
+        return "<kernel default>"
+
+
+FROM_KERNEL: Any = _FromKernel()
 _TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
 
 
@@ -42,7 +47,7 @@ class Param:
 
     name: str
     type: str
-    default: Any
+    default: Any = FROM_KERNEL
     help: str = ""
     choices: tuple[Any, ...] = ()
     min: float | None = None
@@ -52,7 +57,8 @@ class Param:
     def __post_init__(self) -> None:
         if self.type not in _TYPES:
             raise ValueError(f"param {self.name}: type must be one of {sorted(_TYPES)}")
-        self.check(self.default, where=f"default of {self.name}")
+        if self.default is not FROM_KERNEL:
+            self.check(self.default, where=f"default of {self.name}")
         for v in self.sweep:
             self.check(v, where=f"sweep of {self.name}")
 
@@ -92,6 +98,30 @@ class Param:
         return f"{self.name}: {self.type} = {self.default!r}{rng}"
 
 
+def from_kernel(target: Callable[..., Any], *params: Param) -> tuple[Param, ...]:
+    """``params`` with each default taken from ``target``'s signature (the reference kernel's
+    constructor), so a default lives in one place. A param the kernel does not take, one it
+    gives no default, or an explicit default that disagrees with the kernel's raises
+    ValueError naming both.
+    """
+    sig = inspect.signature(target)
+    out = []
+    for p in params:
+        arg = sig.parameters.get(p.name)
+        if arg is None or arg.default is inspect.Parameter.empty:
+            raise ValueError(
+                f"param {p.name}: {getattr(target, '__qualname__', target)} takes no "
+                f"'{p.name}' with a default"
+            )
+        if p.default is not FROM_KERNEL and p.default != arg.default:
+            raise ValueError(
+                f"param {p.name}: default {p.default!r} disagrees with the kernel's "
+                f"{arg.default!r} ({getattr(target, '__qualname__', target)})"
+            )
+        out.append(dataclasses.replace(p, default=arg.default))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Technique:
     """One efficiency technique as the suite sees it."""
@@ -109,13 +139,21 @@ class Technique:
     module: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"technique {self.name}: family must be one of {list(FAMILIES)}")
-        bad = set(self.levels) - set(FAMILY_LEVELS[self.family])
+        try:
+            fam = get_family(self.family)
+        except ConfigError as e:
+            raise ValueError(f"technique {self.name}: {e}") from None
+        bad = set(self.levels) - set(fam.levels)
         if bad or not self.levels:
             raise ValueError(
                 f"technique {self.name}: levels {sorted(bad) or '()'} are not measurable for "
-                f"family {self.family}; valid: {list(FAMILY_LEVELS[self.family])}"
+                f"family {self.family}; valid: {list(fam.levels)}"
+            )
+        undeclared = [p.name for p in self.params if p.default is FROM_KERNEL]
+        if undeclared:
+            raise ValueError(
+                f"technique {self.name}: parameter {undeclared[0]!r} has no default; declare "
+                "it with from_kernel(KernelClass, ...) or give one"
             )
         unknown = set(self.requires) - set(REQUIREMENTS)
         if unknown:

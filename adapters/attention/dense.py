@@ -1,6 +1,6 @@
 """Dense causal scaled-dot-product attention: the attention family's exact baseline."""
 
-from effbench.kernels_ref.attention import DenseAttention
+from effbench.kernels_ref.attention.dense import DenseAttention
 from effbench.suite.registry import register
 
 

@@ -1,6 +1,6 @@
 """Autoregressive decoding, one token per step: the decoding family's baseline."""
 
-from effbench.kernels_ref.decoding import Autoregressive
+from effbench.kernels_ref.decoding.autoregressive import Autoregressive
 from effbench.suite.registry import register
 
 

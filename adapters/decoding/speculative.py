@@ -1,8 +1,8 @@
 """Speculative decoding with a small draft model and the lossless rejection-sampling rule."""
 
-from effbench.kernels_ref.decoding import Speculative
+from effbench.kernels_ref.decoding.speculative import Speculative
 from effbench.suite.registry import register
-from effbench.suite.technique import Paper, Param
+from effbench.suite.technique import Paper, Param, from_kernel
 
 
 @register(
@@ -13,8 +13,10 @@ from effbench.suite.technique import Paper, Param
     paper=Paper("Fast Inference from Transformers via Speculative Decoding", "2211.17192"),
     lossless=True,
     requires=("draft-model",),
-    params=(
-        Param("k", "int", 4, "draft tokens proposed per step", min=1, max=16, sweep=(2, 4, 6)),
+    params=from_kernel(
+        Speculative,
+        Param("k", "int", help="draft tokens proposed per step", min=1, max=16,
+              sweep=(2, 4, 6)),
     ),
     levels=("engine",),
 )

@@ -1,8 +1,8 @@
 """KIVI: asymmetric 2/4-bit KV-cache quantization, keys per channel and values per token."""
 
-from effbench.kernels_ref.kvcache import KIVICacheFactory
+from effbench.kernels_ref.kvcache.kivi import KIVI_BITS, KIVICacheFactory
 from effbench.suite.registry import register
-from effbench.suite.technique import Paper, Param
+from effbench.suite.technique import Paper, Param, from_kernel
 
 
 @register(
@@ -13,12 +13,13 @@ from effbench.suite.technique import Paper, Param
     paper=Paper(
         "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache", "2402.02750"
     ),
-    params=(
-        Param("bits", "int", 2, "bits per quantized value", choices=(2, 4), sweep=(2, 4)),
-        Param("group_size", "int", 32, "tokens (keys) / channels (values) per group", min=1),
-        Param("residual", "int", 32, "recent tokens kept in full precision", min=0,
+    params=from_kernel(
+        KIVICacheFactory,
+        Param("bits", "int", help="bits per quantized value", choices=KIVI_BITS, sweep=(2, 4)),
+        Param("group_size", "int", help="tokens (keys) / channels (values) per group", min=1),
+        Param("residual", "int", help="recent tokens kept in full precision", min=0,
               sweep=(16, 32)),
-        Param("materialize", "bool", False, "keep a dequantized copy of old tokens: reads "
+        Param("materialize", "bool", help="keep a dequantized copy of old tokens: reads "
               "get cheap, but that copy (not counted in bytes_per_token) undoes the saving"),
     ),
 )

@@ -1,8 +1,8 @@
 """Sarathi-Serve: chunked prefills piggybacked on decode-maximal batches under a token budget."""
 
-from effbench.kernels_ref.scheduling import ChunkedPrefill
+from effbench.kernels_ref.scheduling.chunked_prefill import ChunkedPrefill
 from effbench.suite.registry import register
-from effbench.suite.technique import Paper, Param
+from effbench.suite.technique import Paper, Param, from_kernel
 
 
 @register(
@@ -13,8 +13,9 @@ from effbench.suite.technique import Paper, Param
     paper=Paper(
         "Taming Throughput-Latency Tradeoff in LLM Inference with Sarathi-Serve", "2403.02310"
     ),
-    params=(
-        Param("token_budget", "int", 64, "tokens per iteration, decodes included", min=1,
+    params=from_kernel(
+        ChunkedPrefill,
+        Param("token_budget", "int", help="tokens per iteration, decodes included", min=1,
               sweep=(32, 64, 128)),
     ),
     levels=("serving",),

@@ -148,13 +148,13 @@ def score(ctx: RunContext, comp: Components, n: int) -> list[torch.Tensor]:
     rows: list[list[torch.Tensor]] = [[] for _ in items]
     with torch.inference_mode():
         feeds = [Feed(c, p, 0) for c, (p, _) in zip(caches, items)]
-        for i, lg in enumerate(run_forward(ctx.model, comp.attention, feeds)):
+        for i, lg in enumerate(run_forward(ctx.model, comp.attention, feeds).logits):
             rows[i].append(lg.float())
         longest = max(len(c) for _, c in items)
         for j in range(longest - 1):
             live = [i for i, (_, c) in enumerate(items) if j < len(c) - 1]
             feeds = [Feed(caches[i], [items[i][1][j]], len(items[i][0]) + j) for i in live]
-            for i, lg in zip(live, run_forward(ctx.model, comp.attention, feeds)):
+            for i, lg in zip(live, run_forward(ctx.model, comp.attention, feeds).logits):
                 rows[i].append(lg.float())
     return [torch.cat(r) for r in rows]
 

@@ -19,7 +19,7 @@ from effbench.kernels_ref.checkpoint import EMBEDDED, load_checkpoint
 from effbench.kernels_ref.decoding import Autoregressive
 from effbench.kernels_ref.engine import Engine, EngineConfig
 from effbench.kernels_ref.evalset import load_evalset
-from effbench.kernels_ref.kvpool import PooledKVCacheFactory
+from effbench.kernels_ref.kvcache.full_cache import PooledKVCacheFactory
 from effbench.kernels_ref.requests import Request
 from effbench.kernels_ref.scheduling import ContinuousBatching
 

@@ -180,7 +180,7 @@ def kivi_bytes(bits, group, residual_tokens, quantized, head_dim=HEAD_DIM, elem=
 
 @pytest.mark.parametrize("bits,bound", [(4, 0.1), (2, 0.45)])
 def test_kivi_reconstruction_error(bits, bound):
-    cache = KIVICache(layout(layers=1), bits=bits, group_size=32, residual=32)
+    cache = KIVICache(layout(layers=1), bits=bits, group_size=32, residual=32, materialize=True)
     k, v = tokens(512)
     fill(cache, k, v)
     q = cache.quantized_length()
@@ -233,7 +233,7 @@ def test_kivi_residual_bounds_and_exact_bytes(group, residual, materialize):
 @pytest.mark.parametrize("bits", [2, 4])
 def test_kivi_bytes_per_token_vs_full(bits):
     lay = layout(layers=1)
-    kivi = KIVICache(lay, bits=bits, group_size=32, residual=32)
+    kivi = KIVICache(lay, bits=bits, group_size=32, residual=32, materialize=True)
     full = FullKVCache(lay)
     k, v = tokens(1024)
     kivi.append(0, k, v)
@@ -262,7 +262,7 @@ def test_kivi_value_channel_groups():
 
 
 def test_kivi_repeated_reads_reuse_dequantized_prefix():
-    cache = KIVICache(layout(layers=1), bits=2, group_size=8, residual=8)
+    cache = KIVICache(layout(layers=1), bits=2, group_size=8, residual=8, materialize=True)
     k, v = tokens(64)
     cache.append(0, k, v)
     a, b = cache.read(0), cache.read(0)

@@ -2,7 +2,7 @@
 
 import torch
 from effbench.kernels_ref.kvcache import FullKVCache, KIVICache
-from effbench.kernels_ref.kvpool import PooledKVCacheFactory
+from effbench.kernels_ref.kvcache.full_cache import PooledKVCacheFactory
 from effbench.kernels_ref.protocols import CacheLayout
 
 LAYOUT = CacheLayout(num_layers=2, kv_heads=2, head_dim=32, dtype=torch.float32,

@@ -1,8 +1,5 @@
-"""Reference attention backends: exact dense causal attention and StreamingLLM's sink + window.
-
-Both implement ``effbench.kernels_ref.protocols.AttentionBackend`` with PyTorch's
-``scaled_dot_product_attention`` (so they run on any device and pick the fastest fused kernel
-the device offers), plus closed-form ``flops``/``bytes`` for the roofline model.
+"""What attention techniques share: masks, closed-form work counts, the GQA decode kernel,
+and ``AttentionBase``, which gives every backend the protocol's batched decode path.
 
 Position rule shared by every call (prefill, chunked prefill, multi-token verification):
 with ``q`` of ``q_len`` queries over ``kv_len`` keys, query ``i`` sits at absolute position
@@ -11,6 +8,8 @@ with ``q`` of ``q_len`` queries over ``kv_len`` keys, query ``i`` sits at absolu
 a multiple of ``kv_heads`` (grouped-query attention; query head ``h`` reads KV head
 ``h // (heads // kv_heads)``, SDPA's ``enable_gqa`` convention).
 
+Masks are small predicates kept apart from the kernels, as attention-gym does: ``causal_mask``,
+``window_mask`` and ``predicate_mask`` (any ``MaskPredicate`` over absolute positions).
 ``reference_attention`` is a float64, explicit-softmax oracle for tests.
 """
 
@@ -22,14 +21,15 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from effbench.kernels_ref.protocols import AttentionShape
 
-_MASK_CACHE_SIZE = 32
+from effbench.kernels_ref.protocols import AttentionMeta, AttentionShape, MaskPredicate
+
+MASK_CACHE_SIZE = 32
 
 
 def causal_mask(q_len: int, kv_len: int, device: torch.device | str | None = None) -> torch.Tensor:
     """Boolean ``(q_len, kv_len)`` mask: query i, at ``p = kv_len - q_len + i``, sees ``j <= p``."""
-    _check_lengths(q_len, kv_len)
+    check_lengths(q_len, kv_len)
     pos = torch.arange(q_len, device=device).unsqueeze(1) + (kv_len - q_len)
     keys = torch.arange(kv_len, device=device).unsqueeze(0)
     return keys <= pos
@@ -47,7 +47,7 @@ def window_mask(
     Recent means ``p - window < j <= p`` for the query at absolute position ``p``, i.e. the last
     ``window`` positions including the query itself.
     """
-    _check_lengths(q_len, kv_len)
+    check_lengths(q_len, kv_len)
     pos = torch.arange(q_len, device=device).unsqueeze(1) + (kv_len - q_len)
     keys = torch.arange(kv_len, device=device).unsqueeze(0)
     return (keys <= pos) & ((keys < sinks) | (keys > pos - window))
@@ -85,7 +85,7 @@ def causal_pairs(q_len: int, kv_len: int) -> int:
     Query i sees ``o + i + 1`` keys with ``o = kv_len - q_len``, so the total is
     ``q_len * o + q_len * (q_len + 1) / 2``.
     """
-    _check_lengths(q_len, kv_len)
+    check_lengths(q_len, kv_len)
     offset = kv_len - q_len
     return q_len * offset + q_len * (q_len + 1) // 2
 
@@ -98,7 +98,7 @@ def window_pairs(q_len: int, kv_len: int, window: int, sinks: int) -> int:
     and ``S(n) = sum_{m=1..n} min(m, c)`` (``n(n+1)/2`` if ``n <= c``, else
     ``c(c+1)/2 + (n - c) c``), the total over ``p = o..kv_len-1`` is ``S(kv_len) - S(o)``.
     """
-    _check_lengths(q_len, kv_len)
+    check_lengths(q_len, kv_len)
     cap = window + sinks
 
     def prefix(n: int) -> int:
@@ -116,7 +116,7 @@ def window_keys_touched(q_len: int, kv_len: int, window: int, sinks: int) -> int
     keys in ``[sinks, o - window + 1)`` are skipped, so the count is
     ``kv_len - max(0, o - window + 1 - sinks)`` (``min(kv_len, sinks + window)`` for decode).
     """
-    _check_lengths(q_len, kv_len)
+    check_lengths(q_len, kv_len)
     offset = kv_len - q_len
     return kv_len - max(0, offset - window + 1 - sinks)
 
@@ -141,7 +141,7 @@ def attention_flops(shape: AttentionShape, pairs: int) -> float:
     return float(4 * shape.batch * shape.heads * shape.head_dim * pairs)
 
 
-class _MaskCache:
+class MaskCache:
     """A small LRU of boolean masks keyed by ``(q_len, kv_len, device)``.
 
     Chunked prefill and verification repeat the same few shapes; the LRU bound keeps memory flat
@@ -151,7 +151,7 @@ class _MaskCache:
     def __init__(
         self,
         build: Callable[[int, int, torch.device], torch.Tensor],
-        size: int = _MASK_CACHE_SIZE,
+        size: int = MASK_CACHE_SIZE,
     ) -> None:
         self._build = build
         self._size = size
@@ -170,12 +170,12 @@ class _MaskCache:
         return mask
 
 
-def _check_lengths(q_len: int, kv_len: int) -> None:
+def check_lengths(q_len: int, kv_len: int) -> None:
     if q_len < 1 or q_len > kv_len:
         raise ValueError(f"need 1 <= q_len <= kv_len, got q_len={q_len}, kv_len={kv_len}")
 
 
-def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, int]:
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, int]:
     """Validate layouts and return ``(q_len, kv_len)``."""
     if k.shape != v.shape:
         raise ValueError(f"k and v shapes differ: {tuple(k.shape)} vs {tuple(v.shape)}")
@@ -186,7 +186,7 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, 
     if q.shape[-1] != k.shape[-1] or q.shape[-3] % k.shape[-3]:
         raise ValueError(f"incompatible q {tuple(q.shape)} and k {tuple(k.shape)}")
     q_len, kv_len = q.shape[-2], k.shape[-2]
-    _check_lengths(q_len, kv_len)
+    check_lengths(q_len, kv_len)
     return q_len, kv_len
 
 
@@ -242,119 +242,62 @@ def grouped_decode(
     return out.reshape(*lead, heads, 1, d)
 
 
-class DenseAttention:
-    """Exact causal attention with the offset rule (the baseline every technique is scored against).
 
-    Dispatch: ``q_len == kv_len`` uses SDPA's ``is_causal`` (plain prefill); ``q_len == 1`` needs
-    no mask (the last position sees every key); otherwise an offset causal mask, cached by shape.
+
+def predicate_mask(
+    predicate: MaskPredicate, q_start: int, q_len: int, kv_len: int, causal: bool,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Boolean ``(q_len, kv_len)`` mask of a predicate over absolute positions (head 0, batch 0
+    broadcast), and-ed with causality when ``causal``; refuses a row that attends to nothing.
+
+    Key j sits at absolute position j (caches that evict must pass their own positions through
+    the predicate instead). A query row with no allowed key would make softmax undefined, so it
+    raises ``ValueError`` naming the first such row.
     """
+    qpos = torch.arange(q_start, q_start + q_len, device=device)[:, None]
+    kpos = torch.arange(kv_len, device=device)[None, :]
+    zero = torch.zeros((), dtype=torch.long, device=device)
+    allowed = predicate(zero, zero, qpos, kpos).to(torch.bool).expand(q_len, kv_len)
+    if causal:
+        allowed = allowed & (kpos <= qpos)
+    empty = (~allowed.any(dim=-1)).nonzero()
+    if empty.numel():
+        row = int(empty[0, 0])
+        raise ValueError(
+            f"mask leaves query row {row} (absolute position {q_start + row}) with no key to "
+            "attend to"
+        )
+    return allowed
 
-    def __init__(self) -> None:
-        self._masks = _MaskCache(causal_mask)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q_len, kv_len = _check_qkv(q, k, v)
-        if q_len == kv_len:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-        if q_len == 1:
-            return grouped_decode(q, k, v)
-        mask = self._masks.get(q_len, kv_len, q.device)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+class AttentionBase:
+    """Shared behaviour of the reference backends (subclasses give ``forward``/``decode``).
 
-    def decode(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """One query at the last position: unmasked attention over all keys."""
-        q_len, _ = _check_qkv(q, k, v)
-        if q_len != 1:
-            raise ValueError(f"decode takes one query, got q_len={q_len}; use forward")
-        return grouped_decode(q, k, v)
-
-    def decode_batch(
-        self, q: torch.Tensor, ks: Sequence[torch.Tensor], vs: Sequence[torch.Tensor]
-    ) -> torch.Tensor:
-        """Decode for a batch of sequences of different lengths (see ``padded_decode``)."""
-        return padded_decode(q, ks, vs)
+    ``decode_padded`` is the protocol's batched decode path: by default each sequence's real
+    keys are sliced out of the padded tensor (views, no copies) and ``decode`` runs per
+    sequence; backends with a one-call batched kernel override it. ``meta_mask`` turns a
+    call's metadata into an explicit mask when it needs one (a predicate, or bidirectional).
+    """
 
     def decode_padded(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: Sequence[int]
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: Sequence[int],
+        meta: AttentionMeta | None = None,
     ) -> torch.Tensor:
-        """Decode over already padded ``(batch, kv_heads, longest, head_dim)`` keys/values."""
-        return grouped_decode(q, k, v, length_mask(lengths, k.shape[-2], q.device))
+        outs = [
+            self.decode(q[i : i + 1], k[i : i + 1, :, :n], v[i : i + 1, :, :n], meta)
+            for i, n in enumerate(lengths)
+        ]
+        return torch.cat(outs, dim=0)
 
-    def flops(self, shape: AttentionShape) -> float:
-        """``4 * batch * heads * head_dim * causal_pairs(q_len, kv_len)`` (see ``causal_pairs``)."""
-        return attention_flops(shape, causal_pairs(shape.q_len, shape.kv_len))
-
-    def bytes(self, shape: AttentionShape) -> float:
-        """q, o once per query head and all ``kv_len`` keys/values once (``attention_bytes``)."""
-        return attention_bytes(shape, shape.kv_len)
-
-
-class SlidingWindowAttention:
-    """StreamingLLM attention (Xiao et al. 2023, arXiv 2309.17453): sink tokens + recent window.
-
-    The query at position ``p`` sees keys ``0..sinks-1`` and ``p-window+1..p`` (causal). While
-    ``kv_len <= sinks + window`` this is exactly dense causal attention, and the dense path is
-    used. ``decode`` gathers only the ``sinks + window`` attended keys, so its cost is
-    O(sinks + window) however long the cache grows. The cache itself is not evicted here: this
-    backend sparsifies attention over whatever cache it is handed.
-    """
-
-    def __init__(self, window: int, sinks: int = 4) -> None:
-        if window < 1:
-            raise ValueError(f"window must be >= 1 (a query must see itself), got {window}")
-        if sinks < 0:
-            raise ValueError(f"sinks must be >= 0, got {sinks}")
-        self.window = window
-        self.sinks = sinks
-        self._dense = DenseAttention()
-        self._masks = _MaskCache(self._build_mask)
-
-    def _build_mask(self, q_len: int, kv_len: int, device: torch.device) -> torch.Tensor:
-        return window_mask(q_len, kv_len, self.window, self.sinks, device)
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q_len, kv_len = _check_qkv(q, k, v)
-        if kv_len <= self.sinks + self.window:
-            return self._dense.forward(q, k, v)
-        if q_len == 1:
-            return self.decode(q, k, v)
-        mask = self._masks.get(q_len, kv_len, q.device)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-
-    def decode(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Attend to the gathered sinks and last ``window`` keys only, without a mask."""
-        q_len, kv_len = _check_qkv(q, k, v)
-        if q_len != 1:
-            raise ValueError(f"decode takes one query, got q_len={q_len}; use forward")
-        if kv_len > self.sinks + self.window:
-            start = kv_len - self.window
-            k = torch.cat((k[..., : self.sinks, :], k[..., start:, :]), dim=-2)
-            v = torch.cat((v[..., : self.sinks, :], v[..., start:, :]), dim=-2)
-        return grouped_decode(q, k, v)
-
-    def decode_batch(
-        self, q: torch.Tensor, ks: Sequence[torch.Tensor], vs: Sequence[torch.Tensor]
-    ) -> torch.Tensor:
-        """Batched decode over each sequence's sinks and window only."""
-        keep = self.sinks + self.window
-        ks = [k if k.shape[-2] <= keep else torch.cat(
-            (k[..., : self.sinks, :], k[..., k.shape[-2] - self.window :, :]), dim=-2)
-            for k in ks]
-        vs = [v if v.shape[-2] <= keep else torch.cat(
-            (v[..., : self.sinks, :], v[..., v.shape[-2] - self.window :, :]), dim=-2)
-            for v in vs]
-        return padded_decode(q, ks, vs)
-
-    def flops(self, shape: AttentionShape) -> float:
-        """``4 * batch * heads * head_dim * window_pairs(...)`` (see ``window_pairs``)."""
-        pairs = window_pairs(shape.q_len, shape.kv_len, self.window, self.sinks)
-        return attention_flops(shape, pairs)
-
-    def bytes(self, shape: AttentionShape) -> float:
-        """q, o once per query head; k, v only for keys some query attends (ideal block skipping).
-
-        Uses ``window_keys_touched``: for decode that is ``min(kv_len, sinks + window)``, which the
-        gathering decode path really reads; for a forward it is the union of the queries' spans.
+    @staticmethod
+    def meta_mask(meta: AttentionMeta | None, q_len: int, kv_len: int,
+                  device: torch.device) -> torch.Tensor | None:
+        """An explicit ``(q_len, kv_len)`` mask if the call's metadata asks for more than the
+        offset-causal rule (a predicate, or bidirectional attention); None otherwise.
         """
-        keys = window_keys_touched(shape.q_len, shape.kv_len, self.window, self.sinks)
-        return attention_bytes(shape, keys)
+        if meta is None or (meta.mask is None and meta.causal):
+            return None
+        if meta.mask is None:
+            return torch.ones(q_len, kv_len, dtype=torch.bool, device=device)
+        return predicate_mask(meta.mask, kv_len - q_len, q_len, kv_len, meta.causal, device)

@@ -1,243 +1,23 @@
-"""Per-sequence KV caches: a full-precision baseline and KIVI's asymmetric 2/4-bit quantization.
-
-Both implement ``effbench.kernels_ref.protocols.KVCache``: one sequence, per layer ``(kv_heads,
-tokens,
-head_dim)``, ``read`` returning full-precision tensors. Storage grows by doubling capacity, so
-an append is amortised O(1) and never re-concatenates the history.
-
-Also here: the bit-packing and asymmetric quantization helpers KIVI is built from
-(``pack_bits``/``unpack_bits``, ``quantize_asym``/``dequantize``).
+"""KIVI (Liu et al. 2024, arXiv 2402.02750): asymmetric 2/4-bit KV-cache quantization, keys
+per channel and values per token, bit-packed, with a full-precision window of recent tokens.
 """
 
 from __future__ import annotations
 
 import torch
+
+from effbench.kernels_ref.kvcache._common import (
+    CacheFactoryBase,
+    GrowingBuffer,
+    KVCacheBase,
+    check_kv,
+    check_layer,
+    check_truncate,
+)
+from effbench.kernels_ref.kvcache.quant import dequantize, pack_bits, quantize_asym, unpack_bits
 from effbench.kernels_ref.protocols import CacheLayout
 
-_MIN_CAPACITY = 16
 KIVI_BITS = (2, 4)
-
-
-# --------------------------------------------------------------------------------------------
-# Bit packing and asymmetric quantization
-# --------------------------------------------------------------------------------------------
-
-
-def _check_pack_bits(bits: int) -> int:
-    if bits not in (1, 2, 4, 8):
-        raise ValueError(f"bits must be 1, 2, 4 or 8 to pack into bytes, got {bits}")
-    return 8 // bits
-
-
-def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """Pack integer codes in ``[0, 2**bits)`` along the last dim into ``uint8`` bytes.
-
-    ``8 // bits`` codes share a byte, the first in the lowest bits; the last dim is zero-padded
-    to a multiple of that. ``(..., n)`` becomes ``(..., ceil(n * bits / 8))``.
-    """
-    per_byte = _check_pack_bits(bits)
-    codes = codes.to(torch.uint8)
-    n = codes.shape[-1]
-    pad = -n % per_byte
-    if pad:
-        codes = torch.nn.functional.pad(codes, (0, pad))
-    codes = codes.reshape(*codes.shape[:-1], (n + pad) // per_byte, per_byte)
-    packed = codes[..., 0].clone()
-    for i in range(1, per_byte):
-        packed |= codes[..., i] << (i * bits)
-    return packed
-
-
-def unpack_bits(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
-    """Inverse of ``pack_bits``: the first ``n`` codes of each row, as ``uint8`` ``(..., n)``."""
-    per_byte = _check_pack_bits(bits)
-    if n > packed.shape[-1] * per_byte:
-        raise ValueError(f"cannot unpack {n} codes from {packed.shape[-1]} bytes at {bits} bits")
-    shifts = torch.arange(per_byte, device=packed.device, dtype=torch.uint8) * bits
-    codes = (packed.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
-    return codes.reshape(*packed.shape[:-1], packed.shape[-1] * per_byte)[..., :n]
-
-
-def quantize_asym(
-    x: torch.Tensor, bits: int, dim: int, param_dtype: torch.dtype = torch.float16
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Asymmetric uniform quantization of ``x`` with one (scale, zero) per slice along ``dim``.
-
-    ``zero = min``, ``scale = (max - min) / (2**bits - 1)``, ``code = round((x - zero) / scale)``
-    clamped to ``[0, 2**bits - 1]``; min/max reduce over ``dim``. Scale and zero are rounded to
-    ``param_dtype`` first and the codes computed against the rounded values, so dequantizing the
-    stored parameters is consistent. A constant slice (scale 0) gets code 0 and dequantizes to
-    its value. Returns ``(codes uint8 like x, scale, zero)`` with ``dim`` kept as size 1.
-    With float16 parameters, ranges beyond float16's +-65504 would overflow (not met by K/V).
-    """
-    levels = (1 << bits) - 1
-    xf = x.float()
-    lo = xf.amin(dim=dim, keepdim=True)
-    hi = xf.amax(dim=dim, keepdim=True)
-    zero = lo.to(param_dtype)
-    scale = ((hi - lo) / levels).to(param_dtype)
-    safe = torch.where(scale > 0, scale.float(), torch.ones_like(scale, dtype=torch.float32))
-    codes = torch.round((xf - zero.float()) / safe).clamp_(0, levels).to(torch.uint8)
-    return codes, scale, zero
-
-
-def dequantize(
-    codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, dtype: torch.dtype
-) -> torch.Tensor:
-    """``codes * scale + zero`` computed in float32 and cast to ``dtype`` (params broadcast)."""
-    return (codes.float() * scale.float() + zero.float()).to(dtype)
-
-
-# --------------------------------------------------------------------------------------------
-# Growable storage
-# --------------------------------------------------------------------------------------------
-
-
-class _GrowingBuffer:
-    """A tensor ``(rows, capacity, *tail)`` whose dim 1 is filled up to ``length``.
-
-    Capacity doubles when full (amortised O(1) append, old contents copied once per doubling).
-    ``view`` is the used part, a view of the storage: it stays valid after later appends but
-    sees overwrites after a ``truncate`` and re-append.
-    """
-
-    def __init__(
-        self, rows: int, tail: tuple[int, ...], dtype: torch.dtype, device: torch.device
-    ) -> None:
-        self.data = torch.empty((rows, 0, *tail), dtype=dtype, device=device)
-        self.length = 0
-
-    def reserve(self, n: int) -> None:
-        cap = self.data.shape[1]
-        if n <= cap:
-            return
-        new_cap = max(n, 2 * cap, _MIN_CAPACITY)
-        data = self.data.new_empty((self.data.shape[0], new_cap, *self.data.shape[2:]))
-        data[:, : self.length] = self.data[:, : self.length]
-        self.data = data
-
-    def append(self, x: torch.Tensor) -> None:
-        n = x.shape[1]
-        self.reserve(self.length + n)
-        self.data[:, self.length : self.length + n] = x
-        self.length += n
-
-    def view(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        stop = self.length if stop is None else stop
-        return self.data[:, start:stop]
-
-    def truncate(self, length: int) -> None:
-        self.length = min(self.length, length)
-
-    def used_nbytes(self, start: int = 0) -> int:
-        used = self.view(start)
-        return used.numel() * used.element_size()
-
-    def allocated_nbytes(self) -> int:
-        return self.data.numel() * self.data.element_size()
-
-
-def _check_layer(layout: CacheLayout, layer: int) -> None:
-    if not 0 <= layer < layout.num_layers:
-        raise IndexError(f"layer {layer} out of range for {layout.num_layers} layers")
-
-
-def _check_kv(layout: CacheLayout, k: torch.Tensor, v: torch.Tensor) -> None:
-    if k.shape != v.shape or k.dim() != 3:
-        raise ValueError(
-            f"k and v must both be (kv_heads, tokens, head_dim), got "
-            f"{tuple(k.shape)} and {tuple(v.shape)}"
-        )
-    if k.shape[0] != layout.kv_heads or k.shape[2] != layout.head_dim:
-        raise ValueError(
-            f"expected ({layout.kv_heads}, tokens, {layout.head_dim}), got {tuple(k.shape)}"
-        )
-
-
-def _check_truncate(length: int) -> None:
-    if length < 0:
-        raise ValueError(f"truncate length must be >= 0, got {length}")
-
-
-# --------------------------------------------------------------------------------------------
-# Full-precision cache
-# --------------------------------------------------------------------------------------------
-
-
-class FullKVCache:
-    """Keys and values kept as they come, at one dtype, in doubling per-layer buffers.
-
-    ``dtype`` (default: the layout's model dtype) is the storage dtype. ``read`` returns views
-    ``[:, :length]`` of the buffers (no copy) when it equals the model dtype, and otherwise a
-    copy cast to the model dtype, so that attention always gets the dtype of its queries.
-    ``nbytes`` counts the stored tokens only (``2 * layers * kv_heads * tokens * head_dim *
-    element_size`` as measured from the used slices); ``allocated_nbytes`` counts the reserved
-    capacity as well.
-    """
-
-    def __init__(self, layout: CacheLayout, dtype: torch.dtype | None = None) -> None:
-        self.layout = layout
-        self.dtype = layout.dtype if dtype is None else dtype
-        shape = (layout.kv_heads, (layout.head_dim,), self.dtype, layout.device)
-        self._k = [_GrowingBuffer(*shape) for _ in range(layout.num_layers)]
-        self._v = [_GrowingBuffer(*shape) for _ in range(layout.num_layers)]
-
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Append ``(kv_heads, t, head_dim)`` keys/values to ``layer`` (cast to the cache dtype)."""
-        _check_layer(self.layout, layer)
-        _check_kv(self.layout, k, v)
-        self._k[layer].append(k)
-        self._v[layer].append(v)
-
-    def read(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_layer(self.layout, layer)
-        dtype = self.layout.dtype
-        return self._k[layer].view().to(dtype), self._v[layer].view().to(dtype)
-
-    def length(self, layer: int = 0) -> int:
-        _check_layer(self.layout, layer)
-        return self._k[layer].length
-
-    def truncate(self, length: int) -> None:
-        """Keep the first ``length`` tokens of every layer (layers already shorter are kept)."""
-        _check_truncate(length)
-        for buf in (*self._k, *self._v):
-            buf.truncate(length)
-
-    def nbytes(self) -> int:
-        """Bytes of the stored tokens (used part of the buffers, not their capacity)."""
-        return sum(buf.used_nbytes() for buf in (*self._k, *self._v))
-
-    def allocated_nbytes(self) -> int:
-        """Bytes reserved by the buffers, including unused capacity."""
-        return sum(buf.allocated_nbytes() for buf in (*self._k, *self._v))
-
-    def read_cost(self) -> tuple[float, float]:
-        """Analytic (bytes moved, FLOPs) of reading every layer: views move nothing; a storage
-        dtype other than the model's is cast, reading the store and writing the copy.
-        """
-        if self.dtype == self.layout.dtype:
-            return 0.0, 0.0
-        elem = torch.tensor([], dtype=self.layout.dtype).element_size()
-        stored = self.nbytes()
-        per_elem = torch.tensor([], dtype=self.dtype).element_size()
-        return float(stored + stored // per_elem * elem), 0.0
-
-
-class FullKVCacheFactory:
-    """Makes ``FullKVCache``s; ``dtype=None`` stores at the model dtype from the layout."""
-
-    def __init__(self, dtype: torch.dtype | None = None) -> None:
-        self.dtype = dtype
-
-    def new_cache(self, layout: CacheLayout) -> FullKVCache:
-        return FullKVCache(layout, self.dtype)
-
-
-# --------------------------------------------------------------------------------------------
-# KIVI
-# --------------------------------------------------------------------------------------------
-
 
 def validate_kivi(bits: int, group_size: int, residual: int) -> None:
     """Raise ``ValueError`` unless ``bits`` is 2 or 4, ``group_size >= 1``, ``residual >= 0``."""
@@ -266,14 +46,14 @@ class _KiviLayer:
         h, d, dev = layout.kv_heads, layout.head_dim, layout.device
         key_bytes = -(-group * d * bits // 8)
         value_bytes = -(-d * bits // 8)
-        self.fp = _GrowingBuffer(h, (d,), layout.dtype, dev)
-        self.fv = _GrowingBuffer(h, (d,), layout.dtype, dev)
-        self.k_codes = _GrowingBuffer(h, (key_bytes,), torch.uint8, dev)
-        self.k_scale = _GrowingBuffer(h, (d,), torch.float16, dev)
-        self.k_zero = _GrowingBuffer(h, (d,), torch.float16, dev)
-        self.v_codes = _GrowingBuffer(h, (value_bytes,), torch.uint8, dev)
-        self.v_scale = _GrowingBuffer(h, (value_groups,), torch.float16, dev)
-        self.v_zero = _GrowingBuffer(h, (value_groups,), torch.float16, dev)
+        self.fp = GrowingBuffer(h, (d,), layout.dtype, dev)
+        self.fv = GrowingBuffer(h, (d,), layout.dtype, dev)
+        self.k_codes = GrowingBuffer(h, (key_bytes,), torch.uint8, dev)
+        self.k_scale = GrowingBuffer(h, (d,), torch.float16, dev)
+        self.k_zero = GrowingBuffer(h, (d,), torch.float16, dev)
+        self.v_codes = GrowingBuffer(h, (value_bytes,), torch.uint8, dev)
+        self.v_scale = GrowingBuffer(h, (value_groups,), torch.float16, dev)
+        self.v_zero = GrowingBuffer(h, (value_groups,), torch.float16, dev)
         self.base = 0
         self.quantized = 0
 
@@ -281,7 +61,7 @@ class _KiviLayer:
     def length(self) -> int:
         return self.base + self.fp.length
 
-    def store(self) -> tuple[_GrowingBuffer, ...]:
+    def store(self) -> tuple[GrowingBuffer, ...]:
         return (self.k_codes, self.k_scale, self.k_zero, self.v_codes, self.v_scale, self.v_zero)
 
     def residual_views(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -298,7 +78,7 @@ class _KiviLayer:
         self.base = base
 
 
-class KIVICache:
+class KIVICache(KVCacheBase):
     """KIVI (Liu et al. 2024, arXiv 2402.02750): tuning-free asymmetric 2/4-bit KV quantization.
 
     - Keys are quantized per channel: for each group of ``group_size`` consecutive tokens, every
@@ -316,10 +96,11 @@ class KIVICache:
       Quantized groups are therefore aligned to absolute positions ``[g*G, (g+1)*G)``.
 
     ``read`` returns full-precision ``(k, v)`` of the whole sequence: the dequantized prefix
-    followed by the residual. With ``materialize=True`` (default) the dequantized prefix is
+    followed by the residual. With ``materialize=True`` the dequantized prefix is
     cached per layer, extended only with newly quantized groups (decoded from the packed
     tensors, not copied from the inputs), so ``read`` returns views at no cost and the
     dequantization cost is paid once per group inside ``append``. With ``materialize=False``
+    (the default)
     nothing but the compressed store and the residual is held, and every ``read`` dequantizes
     the whole prefix (the memory a fused KIVI kernel would need, the work of an unfused one).
 
@@ -342,8 +123,8 @@ class KIVICache:
         layout: CacheLayout,
         bits: int = 2,
         group_size: int = 32,
-        residual: int = 128,
-        materialize: bool = True,
+        residual: int = 32,
+        materialize: bool = False,
     ) -> None:
         validate_kivi(bits, group_size, residual)
         self.layout = layout
@@ -360,8 +141,8 @@ class KIVICache:
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Append ``(kv_heads, t, head_dim)`` tokens, then quantize residual groups that are due."""
-        _check_layer(self.layout, layer)
-        _check_kv(self.layout, k, v)
+        check_layer(self.layout, layer)
+        check_kv(self.layout, k, v)
         st = self._layers[layer]
         st.fp.append(k)
         st.fv.append(v)
@@ -415,7 +196,7 @@ class KIVICache:
         Materialising caches return views of their buffers (valid until the next ``truncate``);
         compact ones dequantize the store into new tensors (``decode_store``).
         """
-        _check_layer(self.layout, layer)
+        check_layer(self.layout, layer)
         st = self._layers[layer]
         if self.materialize:
             return st.fp.view(), st.fv.view()
@@ -423,24 +204,24 @@ class KIVICache:
 
     def decode_store(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Rebuild the sequence from the packed store and the residual only (no cached prefix)."""
-        _check_layer(self.layout, layer)
+        check_layer(self.layout, layer)
         st = self._layers[layer]
         k_hat, v_hat = self._decode_groups(st, 0, st.quantized // self.group_size)
         k_res, v_res = st.residual_views()
         return torch.cat((k_hat, k_res), dim=1), torch.cat((v_hat, v_res), dim=1)
 
     def length(self, layer: int = 0) -> int:
-        _check_layer(self.layout, layer)
+        check_layer(self.layout, layer)
         return self._layers[layer].length
 
     def quantized_length(self, layer: int = 0) -> int:
         """Tokens of ``layer`` held in the packed store (a multiple of ``group_size``)."""
-        _check_layer(self.layout, layer)
+        check_layer(self.layout, layer)
         return self._layers[layer].quantized
 
     def truncate(self, length: int) -> None:
         """Keep the first ``length`` tokens of every layer (see the class doc on lossiness)."""
-        _check_truncate(length)
+        check_truncate(length)
         g = self.group_size
         for st in self._layers:
             if length >= st.length:
@@ -505,20 +286,21 @@ class KIVICache:
         return total
 
 
-class KIVICacheFactory:
+class KIVICacheFactory(CacheFactoryBase):
     """Makes ``KIVICache``s: ``bits`` (2 or 4), ``group_size``, ``residual``, ``materialize``.
 
-    ``materialize`` (default True) keeps a dequantized copy of the prefix so ``read`` is free;
-    False keeps only the compressed store and dequantizes on every ``read`` (see ``KIVICache``).
+    ``materialize=True`` keeps a dequantized copy of the prefix so ``read`` is free; False (the
+    default) keeps only the compressed store and dequantizes on every ``read`` (``KIVICache``).
     """
 
     def __init__(
         self,
         bits: int = 2,
         group_size: int = 32,
-        residual: int = 128,
-        materialize: bool = True,
+        residual: int = 32,
+        materialize: bool = False,
     ) -> None:
+        super().__init__()
         validate_kivi(bits, group_size, residual)
         self.bits = bits
         self.group_size = group_size
@@ -526,4 +308,6 @@ class KIVICacheFactory:
         self.materialize = materialize
 
     def new_cache(self, layout: CacheLayout) -> KIVICache:
-        return KIVICache(layout, self.bits, self.group_size, self.residual, self.materialize)
+        return self.track(
+            KIVICache(layout, self.bits, self.group_size, self.residual, self.materialize)
+        )

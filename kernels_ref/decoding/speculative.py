@@ -1,15 +1,12 @@
-"""Decoders: how one engine iteration turns scheduled requests into emitted tokens.
+"""Speculative decoding with a draft model and the lossless rejection rule.
 
-- ``Autoregressive``: one token per decoding request per step (the baseline).
-- ``Speculative``: a small draft model proposes ``k`` tokens per request, the target scores
-  them all in one packed forward pass, and the lossless rejection rule of Leviathan et al.
-  (arXiv 2211.17192) / Chen et al. (arXiv 2302.01318) keeps a prefix and adds one token of its
-  own, so the output distribution is the target's. Under greedy decoding the rule reduces to
-  "keep drafts while they equal the target's argmax", and the output equals the baseline's
-  token for token.
-
-Both share the prefill path: prompt chunks go through the target (and the draft, which must
-keep its own cache in step); the step that completes a prompt emits the first token.
+A small draft model proposes ``k`` tokens per request, the target scores them all in one packed
+forward pass, and the rule of Leviathan et al. (arXiv 2211.17192) / Chen et al. (arXiv
+2302.01318) keeps a prefix and adds one token of its own, so the output distribution is the
+target's. Under greedy decoding the rule reduces to "keep drafts while they equal the target's
+argmax", and the output equals the baseline's token for token. Prompt chunks go through the
+target and the draft (which must keep its own cache in step); the draft caches are this
+decoder's per-request state.
 """
 
 from __future__ import annotations
@@ -18,58 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from effbench.kernels_ref.engine import Feed, StepBatch, StepContext, layout_of
-from effbench.kernels_ref.kvcache import FullKVCacheFactory
-from effbench.kernels_ref.protocols import KVCacheFactory
-from effbench.kernels_ref.requests import Request
 
-
-def _prefill_feeds(batch: StepBatch) -> list[tuple[Request, Feed]]:
-    out = []
-    for req, n in batch.prefills:
-        done = req.computed + n >= len(req.prompt)
-        chunk = req.prompt[req.computed : req.computed + n]
-        out.append((req, Feed(req.cache, chunk, req.computed, "last" if done else "none")))
-    return out
+from effbench.kernels_ref.attention.dense import DenseAttention
+from effbench.kernels_ref.decoding._common import DecoderBase, prefill_feeds
+from effbench.kernels_ref.kvcache._common import FullKVCacheFactory
+from effbench.kernels_ref.protocols import EngineOps, Feed, KVCache, KVCacheFactory
+from effbench.kernels_ref.requests import Request, StepBatch
 
 
 @dataclass
-class Autoregressive:
-    """One token per request per step: the baseline every decoding technique is compared to."""
-
-    steps: int = 0
-    tokens: int = 0
-
-    def prepare(self, ctx: StepContext) -> None:
-        self.steps = self.tokens = 0
-
-    def step(self, ctx: StepContext, batch: StepBatch) -> None:
-        pre = _prefill_feeds(batch)
-        dec_reqs = batch.decodes
-        dec_before = [len(r.output) for r in dec_reqs]
-        dec = [(r, Feed(r.cache, r.tokens[r.computed :], r.computed)) for r in dec_reqs]
-        pairs = pre + dec
-        logits = ctx.forward([f for _, f in pairs])
-        emit_reqs = [(r, lg) for (r, _), lg in zip(pairs, logits) if lg is not None]
-        for (r, f) in pairs:
-            r.computed += len(f.tokens)
-        if not emit_reqs:
-            return
-        picks = ctx.pick(torch.cat([lg[-1:] for _, lg in emit_reqs]))
-        now = ctx.now()
-        for (r, _), tok in zip(emit_reqs, picks):
-            r.emit([tok], now)
-        self.steps += len(dec)
-        self.tokens += sum(len(r.output) - before for r, before in zip(dec_reqs, dec_before))
-
-    def stats(self) -> dict[str, Any]:
-        """``decode_steps`` counts (request, step) pairs, as the speculative decoder does."""
-        per_step = self.tokens / self.steps if self.steps else float("nan")
-        return {"decode_steps": self.steps, "tokens_per_step": per_step}
-
-
-@dataclass
-class Speculative:
+class Speculative(DecoderBase):
     """Draft-then-verify with ``k`` draft tokens per step and the lossless acceptance rule."""
 
     k: int = 4
@@ -79,48 +34,49 @@ class Speculative:
     verify_steps: int = 0
     committed: int = 0
     per_step: list[int] = field(default_factory=list)
+    _draft_caches: dict[int, KVCache] = field(default_factory=dict, repr=False)
+    _draft_attention: DenseAttention = field(default_factory=DenseAttention, repr=False)
 
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError("k (draft tokens per step) must be >= 1")
 
-    def prepare(self, ctx: StepContext) -> None:
+    def prepare(self, ctx: EngineOps) -> None:
         if ctx.draft is None:
             raise ValueError("speculative decoding needs a draft model (engine draft=...)")
         if ctx.draft.config.vocab_size != ctx.model.config.vocab_size:
             raise ValueError("draft and target must share a vocabulary")
-        self._draft_layout = layout_of(ctx.draft)
         self.proposed = self.accepted = self.verify_steps = self.committed = 0
         self.per_step = []
+        self._draft_caches = {}
 
-    def _draft_forward(self, ctx: StepContext, feeds: list[Feed]) -> list[torch.Tensor | None]:
-        from effbench.kernels_ref.engine import run_forward
+    def release(self, req: Request) -> None:
+        """The request finished or was preempted: its draft cache goes."""
+        self._draft_caches.pop(req.rid, None)
 
-        return run_forward(ctx.draft, ctx.extras["draft_attention"], feeds)
+    def _draft_forward(self, ctx: EngineOps, feeds: list[Feed]) -> list[torch.Tensor | None]:
+        return ctx.forward(feeds, model=ctx.draft, attention=self._draft_attention).logits
 
-    def step(self, ctx: StepContext, batch: StepBatch) -> None:
-        if "draft_attention" not in ctx.extras:
-            from effbench.kernels_ref.attention import DenseAttention
-
-            ctx.extras["draft_attention"] = DenseAttention()
-        pre = _prefill_feeds(batch)
+    def step(self, ctx: EngineOps, batch: StepBatch) -> None:
+        pre = prefill_feeds(batch)
         for r, _ in pre:
-            if r.draft_cache is None:
-                r.draft_cache = self.draft_cache_factory.new_cache(self._draft_layout)
+            if r.rid not in self._draft_caches:
+                self._draft_caches[r.rid] = ctx.new_cache(ctx.draft, self.draft_cache_factory)
+        dc = self._draft_caches
         decodes = batch.decodes
         # Draft phase: each decoding request proposes up to k tokens (fewer near its budget).
         ks = {r.rid: min(self.k, r.budget_left - 1) for r in decodes}
         drafts: dict[int, list[int]] = {r.rid: [] for r in decodes}
         qprobs: dict[int, list[torch.Tensor]] = {r.rid: [] for r in decodes}
         # The draft also consumes prompt chunks so its cache stays aligned with the target's.
-        draft_feeds = [Feed(r.draft_cache, f.tokens, f.start, "none") for r, f in pre]
+        draft_feeds = [Feed(dc[r.rid], f.tokens, f.start, "none", seq_id=r.rid) for r, f in pre]
         for j in range(max(ks.values(), default=0)):
             active = [r for r in decodes if ks[r.rid] > j]
             feeds = []
             for r in active:
                 seq = r.tokens + drafts[r.rid]
-                have = r.draft_cache.length()
-                feeds.append(Feed(r.draft_cache, seq[have:], have))
+                have = dc[r.rid].length()
+                feeds.append(Feed(dc[r.rid], seq[have:], have, seq_id=r.rid))
             out = self._draft_forward(ctx, (draft_feeds if j == 0 else []) + feeds)
             out = out[len(draft_feeds) :] if j == 0 else out
             rows = torch.cat([lg[-1:] for lg in out]) if out else None
@@ -136,11 +92,12 @@ class Speculative:
             self._draft_forward(ctx, draft_feeds)
         # Verify phase: one packed target pass over prompt chunks and [last, d1..dk] runs.
         verify = [
-            (r, Feed(r.cache, r.tokens[r.computed :] + drafts[r.rid], r.computed, "all"))
+            (r, Feed(r.cache, r.tokens[r.computed :] + drafts[r.rid], r.computed, "all",
+                     seq_id=r.rid))
             for r in decodes
         ]
         pairs = pre + verify
-        logits = ctx.forward([f for _, f in pairs])
+        logits = ctx.forward([f for _, f in pairs]).logits
         now = None
         for (r, f), lg in zip(pairs, logits):
             if r.prompt_left > 0:  # a prompt chunk
@@ -154,8 +111,8 @@ class Speculative:
             keep = r.computed + 1 + n_acc
             r.cache.truncate(keep)
             r.computed = keep
-            if r.draft_cache.length() > keep:
-                r.draft_cache.truncate(keep)
+            if dc[r.rid].length() > keep:
+                dc[r.rid].truncate(keep)
             now = now or ctx.now()
             r.emit(new, now)
             self.proposed += len(drafts[r.rid])
@@ -165,7 +122,7 @@ class Speculative:
             self.per_step.append(len(new))
 
     def _accept(
-        self, ctx: StepContext, drafts: list[int], qprobs: list[torch.Tensor], logits: torch.Tensor
+        self, ctx: EngineOps, drafts: list[int], qprobs: list[torch.Tensor], logits: torch.Tensor
     ) -> list[int]:
         """Accepted drafts plus the target's own next token (correction or bonus)."""
         if ctx.temperature <= 0:

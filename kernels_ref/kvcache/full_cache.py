@@ -1,4 +1,4 @@
-"""A full-precision KV cache whose sequences share one slotted tensor per layer.
+"""The full-precision KV cache, the family baseline: sequences share one slotted tensor per layer.
 
 Each sequence owns a slot of ``(slots, kv_heads, capacity, head_dim)`` buffers (one for keys,
 one for values, per layer). Per sequence it behaves exactly like ``FullKVCache``; what the
@@ -12,8 +12,16 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+
+from effbench.kernels_ref.kvcache._common import (
+    CacheFactoryBase,
+    KVCacheBase,
+    check_indices,
+    check_truncate,
+)
 from effbench.kernels_ref.protocols import CacheLayout
 
 
@@ -60,7 +68,7 @@ class KVPool:
         self.free.append(slot)
 
 
-class PooledKVCache:
+class PooledKVCache(KVCacheBase):
     """One sequence's slot in a ``KVPool``; the ``KVCache`` protocol, full precision."""
 
     def __init__(self, pool: KVPool) -> None:
@@ -83,10 +91,35 @@ class PooledKVCache:
     def length(self, layer: int = 0) -> int:
         return self.lengths[layer]
 
+    @property
+    def layout(self) -> CacheLayout:
+        return self.pool.layout
+
     def truncate(self, length: int) -> None:
-        if length < 0:
-            raise ValueError(f"truncate length must be >= 0, got {length}")
+        check_truncate(length)
         self.lengths = [min(n, length) for n in self.lengths]
+
+    def keep(self, indices: Sequence[int] | torch.Tensor, layer: int | None = None) -> None:
+        """Keep tokens ``indices`` in place: one indexed copy within the slot per layer."""
+        idx = torch.as_tensor(indices, dtype=torch.long, device=self.pool.layout.device)
+        layers = range(len(self.lengths)) if layer is None else [layer]
+        for li in layers:
+            check_indices(idx, self.lengths[li])
+            for buf in (self.pool.k[li], self.pool.v[li]):
+                buf[self.slot, :, : idx.numel()] = buf[self.slot, :, idx]
+            self.lengths[li] = idx.numel()
+
+    @classmethod
+    def gather_decode(
+        cls, caches: Sequence[Any], layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Copy-free when every cache is a slot of one pool (``append_and_gather``); otherwise
+        the shared default.
+        """
+        pool = caches[0].pool
+        if all(isinstance(c, PooledKVCache) and c.pool is pool for c in caches):
+            return append_and_gather(caches, layer, k, v)
+        return KVCacheBase.gather_decode.__func__(cls, caches, layer, k, v)
 
     def read_cost(self) -> tuple[float, float]:
         """Analytic (bytes moved, FLOPs) of reading every layer: views of the slot, nothing."""
@@ -126,14 +159,15 @@ def append_and_gather(
     return pool.k[layer][s_idx, :, :longest], pool.v[layer][s_idx, :, :longest], lengths
 
 
-class PooledKVCacheFactory:
+class PooledKVCacheFactory(CacheFactoryBase):
     """Makes ``PooledKVCache``s sharing one pool (created on first use from the layout)."""
 
     def __init__(self, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
         self.dtype = dtype
         self._pool: KVPool | None = None
 
     def new_cache(self, layout: CacheLayout) -> PooledKVCache:
         if self._pool is None or self._pool.layout != layout:
             self._pool = KVPool(layout, self.dtype or layout.dtype)
-        return PooledKVCache(self._pool)
+        return self.track(PooledKVCache(self._pool))

@@ -1,6 +1,6 @@
 """Static (request-level) batching: the scheduling family's baseline."""
 
-from effbench.kernels_ref.scheduling import StaticBatching
+from effbench.kernels_ref.scheduling.static_batching import StaticBatching
 from effbench.suite.registry import register
 
 

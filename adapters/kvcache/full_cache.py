@@ -1,6 +1,6 @@
 """The full-precision KV cache: the KV-cache family's baseline."""
 
-from effbench.kernels_ref.kvpool import PooledKVCacheFactory
+from effbench.kernels_ref.kvcache.full_cache import PooledKVCacheFactory
 from effbench.suite.registry import register
 
 

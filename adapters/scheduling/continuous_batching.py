@@ -1,6 +1,6 @@
 """Continuous (iteration-level) batching, as introduced by Orca."""
 
-from effbench.kernels_ref.scheduling import ContinuousBatching
+from effbench.kernels_ref.scheduling.continuous_batching import ContinuousBatching
 from effbench.suite.registry import register
 from effbench.suite.technique import Paper
 

@@ -1,0 +1,1 @@
+"""One module per family, each declaring its ``Family`` (see effbench.suite.family)."""
