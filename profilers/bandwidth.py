@@ -21,8 +21,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
 from effbench.profilers.base import ProfileResult
-from effbench.profilers.nvml import NotSupported, NullNVML, NVMLLike, open_nvml
+from effbench.profilers.nvml import (
+    NotSupported,
+    NullNVML,
+    NVMLLike,
+    open_nvml,
+    visible_nvml_index,
+)
 
 DEFAULT_CACHE = Path.home() / ".cache" / "effbench" / "peaks.json"
 
@@ -280,14 +287,22 @@ class NVMLMemoryBusy:
 
 
 def memory_busy_for(device: str, nvml: NVMLLike | None = None) -> NVMLMemoryBusy | NullMemoryBusy:
-    """The memory-busy sampler for a CUDA device, a null one elsewhere."""
+    """The memory-busy sampler for a CUDA device, a null one elsewhere.
+
+    Torch's ``cuda:N`` is read from NVML's device ``CUDA_VISIBLE_DEVICES`` maps it to; an
+    entry that cannot be mapped gives a null sampler with that reason, not another GPU's signal.
+    """
     dev = torch.device(device)
     if dev.type != "cuda":
         return NullMemoryBusy(f"device is {dev}: no NVML memory-busy signal")
     nvml = nvml or open_nvml()
     if isinstance(nvml, NullNVML):
         return NullMemoryBusy(nvml.reason)
-    return NVMLMemoryBusy(nvml, dev.index or 0)
+    try:
+        index = visible_nvml_index(dev.index or 0, nvml)
+    except ValueError as e:
+        return NullMemoryBusy(str(e))
+    return NVMLMemoryBusy(nvml, index)
 
 
 # -- profiler --------------------------------------------------------------------------------

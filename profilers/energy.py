@@ -10,6 +10,13 @@ flagged ``short_window``; with the counter its GPU energy is then estimated as i
 duration instead (Zeus's ``approx_instant_energy``), with power sampling it is integrated from
 the samples taken at its edges.
 
+Several GPUs can be measured at once (a case spread over devices, e.g. prefill and decode
+disaggregated): GPU joules are summed over them, and each device's share is kept per window
+(``gpu_j_by_device``) and, with more than one GPU, as metrics ``<window>.gpu<N>_J``. Torch's
+``cuda:N`` is translated to NVML's index through ``CUDA_VISIBLE_DEVICES``
+(:func:`effbench.profilers.nvml.nvml_index`), so the counters read are those of the boards the
+work runs on.
+
 The pure helpers at the bottom turn windows and token counts into J/token and J/request per
 phase (ML.ENERGY's convention: J/request = J/token x output tokens).
 """
@@ -26,18 +33,30 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+
 from effbench.profilers.base import ProfileResult
-from effbench.profilers.nvml import NotSupported, NullNVML, NVMLLike, open_nvml
+from effbench.profilers.nvml import (
+    NotSupported,
+    NullNVML,
+    NVMLLike,
+    open_nvml,
+    visible_nvml_index,
+)
 from effbench.profilers.rapl import RAPL, NullRAPL, open_rapl
 
 
 @dataclass(frozen=True)
 class Baseline:
-    """Idle power measured over ``seconds``: GPU watts (None without a GPU source), CPU per zone."""
+    """Idle power measured over ``seconds``: GPU watts (None without a GPU source), CPU per zone.
+
+    ``gpu_w`` is the sum over the measured GPUs; ``gpu_w_by_device`` keeps each one's, keyed
+    ``gpu<N>`` for torch's ``cuda:N``.
+    """
 
     seconds: float
     gpu_w: float | None
     cpu_w: dict[str, float] = field(default_factory=dict)
+    gpu_w_by_device: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -46,6 +65,8 @@ class EnergyWindow:
 
     ``gpu_source`` is ``counter``, ``sampled`` (integrated power), ``instant`` (short window:
     power x duration) or empty when no GPU energy was measured. Net = gross - idle power x time.
+    ``gpu_j`` sums every measured GPU; ``gpu_j_by_device`` (and its net twin) keep each GPU's
+    joules, keyed ``gpu<N>`` for torch's ``cuda:N``.
     """
 
     name: str
@@ -57,6 +78,8 @@ class EnergyWindow:
     cpu_j: dict[str, float] = field(default_factory=dict)
     cpu_net_j: dict[str, float] = field(default_factory=dict)
     short_window: bool = False
+    gpu_j_by_device: dict[str, float] = field(default_factory=dict)
+    gpu_net_j_by_device: dict[str, float] = field(default_factory=dict)
 
     def total_j(self, net: bool = False) -> float | None:
         """GPU + CPU packages + DRAM joules (subzones like ``core`` are inside their package)."""
@@ -144,25 +167,55 @@ class PowerSampler:
 @dataclass(frozen=True)
 class _Edge:
     t: float
-    gpu_mj: int | None
+    gpu_mj: dict[str, int] | None  # per GPU key, counter mode only
     cpu_uj: dict[str, int]
+
+
+def _devices(device: str | torch.device | Sequence[str | torch.device]) -> list[torch.device]:
+    """``"cuda:1"``, ``"cuda:0,cuda:1"`` or a sequence of devices -> distinct devices, in order.
+
+    A bare ``cuda`` is ``cuda:0``, so the same GPU named twice is measured (and counted) once.
+    """
+    if isinstance(device, torch.device):
+        items: list = [device]
+    elif isinstance(device, str):
+        items = [d.strip() for d in device.split(",") if d.strip()]
+    else:
+        items = list(device)
+    out: list[torch.device] = []
+    for item in items:
+        dev = torch.device(item)
+        if dev.type == "cuda":
+            dev = torch.device("cuda", dev.index or 0)
+        if dev not in out:
+            out.append(dev)
+    if not out:
+        raise ValueError(f"no device to measure in {device!r}")
+    return out
 
 
 class EnergyProfiler:
     """Profiler protocol over a ``run`` window, plus user windows via :meth:`window`.
 
-    ``device`` picks the GPU (``cuda:N`` -> NVML index N unless ``nvml_index`` says otherwise);
-    a ``cpu`` device measures RAPL only. ``nvml``/``rapl`` default to the real readers and are
-    parameters so tests can pass fakes. ``counter_period_s`` is the NVML energy counter's update
-    period, ``poll_s`` the power-sampling period, ``rapl_period_s`` RAPL's (~1 ms). ``clock``
-    and ``sleep`` are injectable so tests can drive time.
+    ``device`` picks the GPUs: one device (``cuda:N``), several (a sequence, or
+    ``"cuda:0,cuda:1"``), each mapped to its NVML index through ``CUDA_VISIBLE_DEVICES``
+    unless ``nvml_index`` (one index per GPU, in order) says otherwise; a ``cpu`` device
+    measures RAPL only. GPU energy is summed over the devices and kept per device. All GPUs
+    are read the same way: by energy counter when every one has it, else by sampled power.
+    An entry of ``CUDA_VISIBLE_DEVICES`` that cannot be mapped makes the profiler unavailable,
+    with a one-line reason naming the variable and its value.
+
+    ``nvml``/``rapl`` default to the real readers and are parameters so tests can pass fakes.
+    ``counter_period_s`` is the NVML energy counter's update period, ``poll_s`` the
+    power-sampling period, ``rapl_period_s`` RAPL's (~1 ms). ``clock`` and ``sleep`` are
+    injectable so tests can drive time.
     """
 
     name = "energy"
 
     def __init__(
         self,
-        device: str = "cuda:0",
+        device: str | torch.device | Sequence[str | torch.device] = "cuda:0",
         artifacts_dir: Path | None = None,
         *,
         nvml: NVMLLike | None = None,
@@ -171,22 +224,31 @@ class EnergyProfiler:
         counter_period_s: float = 0.1,
         poll_s: float = 0.05,
         rapl_period_s: float = 0.001,
-        nvml_index: int | None = None,
+        nvml_index: int | Sequence[int] | None = None,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.clock, self.sleep = clock, sleep
-        self.device = torch.device(device)
+        self.devices = _devices(device)
+        self.device = self.devices[0]
+        self.gpus = [d for d in self.devices if d.type == "cuda"]
+        self.keys = [f"gpu{d.index}" for d in self.gpus]  # per-device keys of windows/metrics
         self.artifacts_dir = artifacts_dir
         self.idle_s = idle_s
         self.counter_period_s, self.poll_s, self.rapl_period_s = (
             counter_period_s, poll_s, rapl_period_s)
-        self.index = nvml_index if nvml_index is not None else (self.device.index or 0)
+        self._indices: list[int] | None = None
+        if nvml_index is not None:
+            given = [nvml_index] if isinstance(nvml_index, int) else list(nvml_index)
+            if len(given) != len(self.gpus):
+                raise ValueError(f"nvml_index {nvml_index!r} must give one index per GPU of "
+                                 f"{[str(d) for d in self.gpus]}")
+            self._indices = given
         self._nvml_given, self._rapl_given = nvml, rapl
         self._nvml: NVMLLike | None = None
         self._rapl: RAPL | NullRAPL | None = None
         self._gpu_mode: str | None = None  # "counter", "sampled" or "" (none)
-        self._sampler: PowerSampler | None = None
+        self._samplers: dict[str, PowerSampler] = {}
         self._stack: list[str] = []
         self._run: _Edge | None = None
         self.baseline: Baseline | None = None
@@ -197,19 +259,41 @@ class EnergyProfiler:
 
     def _sources(self) -> tuple[NVMLLike, RAPL | NullRAPL]:
         if self._nvml is None:
-            if self._nvml_given is not None:
-                self._nvml = self._nvml_given
-            elif self.device.type == "cuda":
-                self._nvml = open_nvml()
-            else:
+            if not self.gpus:
                 self._nvml = NullNVML(f"device is {self.device}: no GPU energy")
+            elif self._nvml_given is not None:
+                self._nvml = self._nvml_given
+            else:
+                self._nvml = open_nvml()
         if self._rapl is None:
             self._rapl = self._rapl_given if self._rapl_given is not None else open_rapl()
         return self._nvml, self._rapl
 
+    @property
+    def index(self) -> int:
+        """NVML index of the first GPU (the single-device view of :meth:`indices`)."""
+        return self.indices()[0] if self.gpus else 0
+
+    @property
+    def _sampler(self) -> PowerSampler | None:
+        """The first GPU's power sampler (the single-device view of ``_samplers``)."""
+        return next(iter(self._samplers.values()), None)
+
+    def indices(self) -> list[int]:
+        """NVML index of each GPU, in order; ValueError (one line) when one cannot be mapped."""
+        if self._indices is None:
+            nvml, _ = self._sources()
+            self._indices = [visible_nvml_index(d.index, nvml) for d in self.gpus]
+        return self._indices
+
     def available(self) -> tuple[bool, str]:
         nvml, rapl = self._sources()
         gpu_ok, gpu_why = nvml.available()
+        if gpu_ok:
+            try:
+                self.indices()
+            except ValueError as e:  # measuring the wrong GPU, or none, is worse than not at all
+                return False, str(e)
         cpu_ok, cpu_why = rapl.available()
         if gpu_ok or cpu_ok:
             return True, ""
@@ -220,30 +304,38 @@ class EnergyProfiler:
         if self._gpu_mode is None:
             nvml, _ = self._sources()
             self._gpu_mode = ""
-            if nvml.available()[0]:
+            if nvml.available()[0] and self.gpus:
+                indices = self.indices()
                 try:
-                    nvml.total_energy_mj(self.index)
+                    for i in indices:
+                        nvml.total_energy_mj(i)
                     self._gpu_mode = "counter"
                 except NotSupported as e:
                     self.notes.append(f"energy counter not supported ({e}); sampling power")
                     try:
-                        nvml.power_mw(self.index)
+                        for i in indices:
+                            nvml.power_mw(i)
                         self._gpu_mode = "sampled"
-                        self._sampler = PowerSampler(nvml, self.index, self.poll_s, self.clock)
+                        self._samplers = {k: PowerSampler(nvml, i, self.poll_s, self.clock)
+                                          for k, i in zip(self.keys, indices)}
                     except NotSupported as e2:
                         self.notes.append(f"power not supported either ({e2}); no GPU energy")
         return self._gpu_mode
 
     def _sync(self) -> None:
-        if self.device.type == "cuda" and torch.cuda.is_available():
-            torch.cuda.synchronize(self.device)
+        if self.gpus and torch.cuda.is_available():
+            for d in self.gpus:
+                torch.cuda.synchronize(d)
 
     def _edge(self) -> _Edge:
         self._sync()
         nvml, rapl = self._sources()
         mode = self._mode()
-        gpu = nvml.total_energy_mj(self.index) if mode == "counter" else None
-        t = self._sampler.mark() if mode == "sampled" and self._sampler else self.clock()
+        gpu = None
+        if mode == "counter":
+            gpu = {k: nvml.total_energy_mj(i) for k, i in zip(self.keys, self.indices())}
+        marks = [s.mark() for s in self._samplers.values()] if mode == "sampled" else []
+        t = marks[0] if marks else self.clock()
         return _Edge(t, gpu, rapl.read_uj())
 
     def _period(self, mode: str, has_cpu: bool) -> float:
@@ -255,26 +347,34 @@ class EnergyProfiler:
         mode = self._mode()
         dt = b.t - a.t
         short = dt < self._period(mode, bool(a.cpu_uj))
-        gpu_j: float | None = None
+        by_device: dict[str, float] = {}
         source = mode
         if mode == "counter" and not short:
-            gpu_j = (b.gpu_mj - a.gpu_mj) / 1000.0  # type: ignore[operator]
+            by_device = {k: (b.gpu_mj[k] - a.gpu_mj[k]) / 1000.0  # type: ignore[index]
+                         for k in self.keys}
         elif mode == "counter":
             source = "instant"
             try:
-                gpu_j = nvml.power_mw(self.index) / 1000.0 * dt
+                by_device = {k: nvml.power_mw(i) / 1000.0 * dt
+                             for k, i in zip(self.keys, self.indices())}
             except NotSupported:
                 source = ""
-        elif mode == "sampled" and self._sampler:
-            gpu_j = self._sampler.energy_j(a.t, b.t)
+        elif mode == "sampled" and self._samplers:
+            by_device = {k: s.energy_j(a.t, b.t) for k, s in self._samplers.items()}
+        gpu_j = sum(by_device.values()) if by_device else None
         cpu_j = rapl.delta_j(a.cpu_uj, b.cpu_uj)
         base = self.baseline
         gpu_net = None
+        net_by_device: dict[str, float] = {}
         if gpu_j is not None and base is not None and base.gpu_w is not None:
             gpu_net = gpu_j - base.gpu_w * dt
+            if set(by_device) <= set(base.gpu_w_by_device):
+                net_by_device = {k: v - base.gpu_w_by_device[k] * dt
+                                 for k, v in by_device.items()}
         cpu_net = {k: v - base.cpu_w[k] * dt for k, v in cpu_j.items()
                    if base is not None and k in base.cpu_w}
-        return EnergyWindow(name, path, dt, gpu_j, gpu_net, source, cpu_j, cpu_net, short)
+        return EnergyWindow(name, path, dt, gpu_j, gpu_net, source, cpu_j, cpu_net, short,
+                            by_device, net_by_device)
 
     # -- windows -------------------------------------------------------------------------
 
@@ -294,23 +394,24 @@ class EnergyProfiler:
     def measure_baseline(self, seconds: float | None = None) -> Baseline:
         """Idle power over ``seconds`` of sleep (default ``idle_s``); used for net joules."""
         s = self.idle_s if seconds is None else seconds
-        if self._sampler:
-            self._sampler.start()
+        for sampler in self._samplers.values():
+            sampler.start()
         a = self._edge()
         self.sleep(s)
         b = self._edge()
         w = self._close("idle", "idle", a, b)
         dt = max(w.seconds, 1e-9)
         gpu_w = None if w.gpu_j is None else w.gpu_j / dt
-        self.baseline = Baseline(w.seconds, gpu_w, {k: v / dt for k, v in w.cpu_j.items()})
+        self.baseline = Baseline(w.seconds, gpu_w, {k: v / dt for k, v in w.cpu_j.items()},
+                                 {k: v / dt for k, v in w.gpu_j_by_device.items()})
         return self.baseline
 
     # -- profiler protocol ----------------------------------------------------------------
 
     def start(self) -> None:
         self._mode()
-        if self._sampler:
-            self._sampler.start()
+        for sampler in self._samplers.values():
+            sampler.start()
         if self.baseline is None and self.idle_s > 0:
             self.measure_baseline()
         self._run = self._edge()
@@ -321,17 +422,20 @@ class EnergyProfiler:
         b = self._edge()
         self.windows.append(self._close("run", "run", self._run, b))
         self._run = None
-        if self._sampler:
-            self._sampler.stop()
+        for sampler in self._samplers.values():
+            sampler.stop()
         if self._nvml_given is None and self._nvml is not None:
             self._nvml.shutdown()  # a session we opened; the next window reopens one
-            self._nvml, self._gpu_mode, self._sampler = None, None, None
+            self._nvml, self._gpu_mode, self._samplers = None, None, {}
         artifacts = ()
         if self.artifacts_dir is not None:
             out = Path(self.artifacts_dir) / "energy_windows.json"
             out.parent.mkdir(parents=True, exist_ok=True)
+            indices = self._indices or [None] * len(self.gpus)
             out.write_text(json.dumps({
                 "baseline": asdict(self.baseline) if self.baseline else None,
+                "devices": [{"device": str(d), "key": k, "nvml_index": i}
+                            for d, k, i in zip(self.gpus, self.keys, indices)],
                 "notes": self.notes,
                 "windows": [asdict(w) for w in self.windows],
             }, indent=1))
@@ -342,12 +446,18 @@ class EnergyProfiler:
 def window_metrics(
     windows: Sequence[EnergyWindow], baseline: Baseline | None = None
 ) -> dict[str, tuple[float, str]]:
-    """Metrics per window path (repeated windows summed): s, J gross/net, W, short count."""
+    """Metrics per window path (repeated windows summed): s, J gross/net, W, short count.
+
+    GPU figures sum every measured GPU; with more than one, each GPU's share is added as
+    ``<path>.gpu<N>_J`` / ``_net_J`` (and ``idle.gpu<N>_W``), ``N`` being torch's ``cuda:N``.
+    """
     out: dict[str, tuple[float, str]] = {}
     if baseline is not None:
         out["idle.s"] = (baseline.seconds, "s")
         if baseline.gpu_w is not None:
             out["idle.gpu_W"] = (baseline.gpu_w, "W")
+        if len(baseline.gpu_w_by_device) > 1:
+            out.update({f"idle.{k}_W": (v, "W") for k, v in baseline.gpu_w_by_device.items()})
         out.update({f"idle.cpu.{k}_W": (v, "W") for k, v in baseline.cpu_w.items()})
     groups: dict[str, list[EnergyWindow]] = {}
     for w in windows:
@@ -364,6 +474,12 @@ def window_metrics(
         gnet = _sum([w.gpu_net_j for w in ws])
         if gnet is not None:
             out[f"{path}.gpu_net_J"] = (gnet, "J")
+        for field_, suffix in (("gpu_j_by_device", "J"), ("gpu_net_j_by_device", "net_J")):
+            keys = list(getattr(ws[0], field_))
+            if len(keys) > 1:
+                for key in keys:
+                    j = sum(getattr(w, field_).get(key, 0.0) for w in ws)
+                    out[f"{path}.{key}_{suffix}"] = (j, "J")
         for key in ws[0].cpu_j:
             out[f"{path}.cpu.{key}_J"] = (sum(w.cpu_j.get(key, 0.0) for w in ws), "J")
         for key in ws[0].cpu_net_j:

@@ -8,7 +8,11 @@ fall back (energy counter -> power sampling) instead of failing the run.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import Any, Protocol
+
+VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
 
 
 class NotSupported(RuntimeError):
@@ -30,7 +34,82 @@ class NVMLLike(Protocol):
 
     def memory_busy_percent(self, index: int) -> int: ...
 
+    def index_of_uuid(self, uuid: str) -> int: ...
+
     def shutdown(self) -> None: ...
+
+
+def nvml_index(
+    torch_index: int,
+    visible: str | None,
+    index_of_uuid: Callable[[str], int] | None = None,
+    count: int | None = None,
+) -> int:
+    """The NVML index of torch's ``cuda:<torch_index>`` under ``CUDA_VISIBLE_DEVICES=visible``.
+
+    CUDA renumbers the devices it is shown: torch's index N is the N-th entry of the variable,
+    while NVML ignores the variable and numbers every GPU of the machine, so a profiler reading
+    NVML must translate or it measures the wrong board. An entry is a GPU index (``3``), a GPU
+    UUID or a unique prefix of one (``GPU-8932f937``), or a MIG device (``MIG-<uuid>``, or the
+    older ``MIG-GPU-<uuid>/<gi>/<ci>``); UUIDs go through ``index_of_uuid``
+    (:meth:`NVML.index_of_uuid`; a MIG device maps to its parent GPU, whose counters cover the
+    whole board). Unset (``None``), N maps to N. As in CUDA, an invalid entry (not a
+    non-negative integer below ``count`` when given, nor a ``GPU-``/``MIG-`` id) hides itself
+    and every entry after it.
+
+    Raises ValueError, one line naming the variable and its value, when torch's index has no
+    GPU under the variable or its entry cannot be resolved. Integer entries are taken in NVML's
+    (PCI bus) order, which is CUDA's too when ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` or the GPUs are
+    all alike.
+    """
+    if torch_index < 0:
+        raise ValueError(f"cuda:{torch_index} is not a device index")
+    if visible is None:
+        return torch_index
+    where = f"{VISIBLE_DEVICES}={visible!r}"
+
+    def valid(entry: str) -> bool:
+        if entry.isdigit():
+            return count is None or int(entry) < count
+        return entry.startswith(("GPU-", "MIG-"))
+
+    shown: list[str] = []
+    bad = None
+    for entry in (e.strip() for e in visible.split(",")):
+        if not valid(entry):
+            bad = entry
+            break
+        shown.append(entry)
+    if torch_index >= len(shown):
+        why = ""
+        if bad and bad.isdigit():
+            why = f" ({bad!r} is not a GPU index below {count}, so it and later entries are hidden)"
+        elif bad:
+            why = (f" ({bad!r} is neither a GPU index nor a GPU-/MIG- UUID, so it and later"
+                   " entries are hidden)")
+        raise ValueError(f"{where} shows {len(shown)} GPU(s), so cuda:{torch_index} has no GPU"
+                         f"{why}")
+    entry = shown[torch_index]
+    if entry.isdigit():
+        return int(entry)
+    if index_of_uuid is None:
+        raise ValueError(f"{where}: cannot resolve {entry!r} to a GPU without NVML")
+    try:
+        return int(index_of_uuid(entry))
+    except LookupError as e:  # a KeyError's str() is quoted: use its message as written
+        raise ValueError(f"{where}: {e.args[0] if e.args else type(e).__name__}") from None
+
+
+def visible_nvml_index(torch_index: int, nvml: NVMLLike | None = None) -> int:
+    """:func:`nvml_index` under this process's ``CUDA_VISIBLE_DEVICES``, UUIDs via ``nvml``.
+
+    With a live NVML session its device count bounds integer entries, as CUDA's does.
+    """
+    visible = os.environ.get(VISIBLE_DEVICES)
+    if visible is None or nvml is None:
+        return nvml_index(torch_index, visible)
+    count = nvml.device_count() if nvml.available()[0] else None
+    return nvml_index(torch_index, visible, getattr(nvml, "index_of_uuid", None), count)
 
 
 class NullNVML:
@@ -57,6 +136,9 @@ class NullNVML:
     def memory_busy_percent(self, index: int) -> int:
         raise NotSupported(self.reason)
 
+    def index_of_uuid(self, uuid: str) -> int:
+        raise LookupError(f"cannot look up {uuid!r}: {self.reason}")
+
     def shutdown(self) -> None:
         pass
 
@@ -65,7 +147,8 @@ class NVML:
     """An initialised NVML session; build it with :func:`open_nvml`, close it with ``shutdown``.
 
     Device indices are NVML's (PCI order), which may differ from CUDA's when
-    ``CUDA_VISIBLE_DEVICES`` reorders devices; callers pass the NVML index.
+    ``CUDA_VISIBLE_DEVICES`` reorders devices; callers pass the NVML index
+    (:func:`nvml_index` translates torch's).
     """
 
     def __init__(self, pynvml: Any) -> None:
@@ -104,6 +187,32 @@ class NVML:
     def memory_busy_percent(self, index: int) -> int:
         """Percent of the last sample period device memory was read or written (a duty cycle)."""
         return int(self._call("nvmlDeviceGetUtilizationRates", index).memory)
+
+    def device_uuid(self, index: int) -> str:
+        uuid = self._call("nvmlDeviceGetUUID", index)
+        return uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+
+    def index_of_uuid(self, uuid: str) -> int:
+        """NVML index of the GPU a ``CUDA_VISIBLE_DEVICES`` UUID entry names.
+
+        ``GPU-...``: the GPU whose UUID is it or starts with it (CUDA accepts unique prefixes).
+        ``MIG-...``: the GPU the MIG device is a slice of. LookupError when none (or, for a
+        prefix, more than one) matches.
+        """
+        if uuid.startswith("MIG-GPU-"):  # pre-R470 form MIG-GPU-<uuid>/<gi>/<ci>
+            uuid = uuid[len("MIG-"):].split("/")[0]
+        elif uuid.startswith("MIG-"):
+            try:
+                mig = self._nv.nvmlDeviceGetHandleByUUID(uuid)
+                parent = self._nv.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(mig)
+                return int(self._nv.nvmlDeviceGetIndex(parent))
+            except self._nv.NVMLError as e:
+                raise LookupError(f"no MIG device {uuid!r} (NVML: {e})") from None
+        found = [i for i in range(self.device_count()) if self.device_uuid(i).startswith(uuid)]
+        if len(found) != 1:
+            what = "no GPU" if not found else f"{len(found)} GPUs ({found})"
+            raise LookupError(f"{what} with UUID {uuid!r} among {self.device_count()}")
+        return found[0]
 
     def shutdown(self) -> None:
         self._nv.nvmlShutdown()

@@ -97,16 +97,23 @@ def _not_measured(case: Case, device: str, run_id: str, metric: str, status: str
 def _profiler_records(
     case: Case, device: str, run_id: str, results: list[ProfileResult]
 ) -> list[Record]:
-    """Profiler metrics as records named ``profiler.metric``; unavailable ones as skipped.
+    """Profiler metrics as records named ``profiler.metric``; the ones that did not run, skipped.
 
     A profiler result carries no direction, so it is read from the unit: rates (``.../s``)
     are better higher, everything else a profiler reports (J, W, s, B) better lower.
+
+    A profiler that could not run here becomes one ``skipped`` record ``<profiler>.unavailable``
+    with the reason in ``error``; one that broke (its ``start()`` or ``stop()`` raised, or the
+    profiled pass failed under it) becomes one ``skipped`` record ``<profiler>.error`` with the
+    error text. ``skipped``, not ``failed``: a failed record marks the whole case failed (case
+    counts, gate verdict, no retry on resume), while the case's own measurement is intact.
     """
     metrics, skipped = [], []
     for r in results:
-        if r.unavailable:
-            skipped.append(_not_measured(case, device, run_id, f"{r.profiler}.unavailable",
-                                         "skipped", r.unavailable))
+        if r.unavailable or r.error:
+            what, why = ("unavailable", r.unavailable) if r.unavailable else ("error", r.error)
+            skipped.append(_not_measured(case, device, run_id, f"{r.profiler}.{what}",
+                                         "skipped", why))
             continue
         for name, (value, unit) in r.metrics.items():
             direction = "higher" if unit.endswith("/s") else "lower"
@@ -206,20 +213,56 @@ def run(
 def _profiled(
     case: Case, ctx: RunContext, label: str, store: RunStore, names: list[str], index: int
 ) -> list[Record]:
-    from effbench.profilers import collect
+    """Run a case timed with no profiler attached, then once more under the profilers.
+
+    Pass 1 is exactly an unprofiled run (``run_case``): every timing and quality metric of
+    the case comes from it, so profiler overhead (a trace, a sampling thread, an idle-power
+    baseline, py-spy) never lands inside the timed repeats. Pass 2 runs the case again inside
+    ``collect(profilers)``, the way pytest-benchmark runs cProfile in a separate pass; its own
+    timings are discarded. From pass 2 only what pass 1 cannot give is kept: the profilers'
+    metrics and artifacts (``_profiler_records``), and the metrics the case emits only because
+    a profiler is attached (names absent from pass 1).
+
+    The energy profiler is the one such case: when it started, it is handed to the level as
+    ``ctx.memo["energy"]`` during pass 2 only, the engine level measures its prefill and decode
+    phases as windows, and returns ``energy_per_token_*`` and ``energy_per_request``. Those
+    come from pass 2, which is right: energy is what is measured there, over the same work as
+    pass 1 (with the overhead of any other profiler attached in the same pass included).
+
+    A profiler never fails or distorts the case. One whose ``start()`` or ``stop()`` raises
+    gets a ``skipped`` ``<profiler>.error`` record with the error text (``collect`` catches
+    it); if pass 2 itself raises, pass 1's records are kept and every profiler that ran gets
+    such a record naming that error. Only pass 1 raising fails the case, as without profilers.
+    Profiling thus costs a second run of each case.
+    """
+    from effbench.profilers import ProfileResult, collect
+    from effbench.profilers.base import Collected
     from effbench.profilers.registry import build
 
+    measured = run_case(case, ctx)  # pass 1: timed, nothing attached
     artifacts = store.run_dir / "artifacts" / f"{index:04d}"
     artifacts.mkdir(parents=True, exist_ok=True)
     profs = build(names, str(ctx.device), artifacts)
-    energy = next((p for p in profs if p.name == "energy" and p.available()[0]), None)
-    if energy is not None:
-        ctx.memo["energy"] = energy  # the engine level measures its phases in windows
+    got, extra = Collected(), []
     try:
-        with collect(profs) as got:
-            metrics = run_case(case, ctx)
-    finally:
-        ctx.memo.pop("energy", None)
-    return _records(case, label, store.run_id, metrics) + _profiler_records(
-        case, label, store.run_id, got.results
+        with collect(profs) as got:  # pass 2: profiled, its timings discarded
+            energy = next((p for p in got.started if p.name == "energy"), None)
+            if energy is not None:
+                ctx.memo["energy"] = energy  # the engine level measures its phases in windows
+            try:
+                again = run_case(case, ctx)
+            finally:
+                ctx.memo.pop("energy", None)
+    except Exception as e:  # noqa: BLE001 - the profiled pass never fails a measured case
+        if isinstance(e, torch.OutOfMemoryError):
+            torch.cuda.empty_cache()
+        why = f"profiled pass raised {type(e).__name__}: {e}"
+        results = [r if r.unavailable or r.error else ProfileResult(r.profiler, error=why)
+                   for r in got.results]
+    else:
+        have = {m.metric for m in measured}
+        extra = [m for m in again if m.metric not in have]
+        results = got.results
+    return _records(case, label, store.run_id, measured + extra) + _profiler_records(
+        case, label, store.run_id, results
     )

@@ -90,7 +90,7 @@ def test_ab_runs_each_side_with_its_own_code(tmp_path, monkeypatch, capsys):
     _git(repo, "init", "-q")
     _git(repo, "add", ".")
     _git(repo, "commit", "-q", "-m", "base")
-    attention = repo / "kernels_ref" / "attention.py"
+    attention = repo / "kernels_ref" / "attention" / "dense.py"
     text = attention.read_text()
     old = "return attention_bytes(shape, shape.kv_len)"
     assert text.count(old) == 1

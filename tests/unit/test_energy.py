@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from effbench.profilers.energy import (
     EnergyProfiler,
     EnergyWindow,
@@ -281,3 +282,164 @@ def test_power_sampler_thread_integrates_real_time() -> None:
     s.stop()
     assert len(s._samples) > 5  # the thread sampled between the edges
     assert s.energy_j(t0, t1) == pytest.approx(200.0 * (t1 - t0))
+
+
+# -- torch device -> NVML index, and several GPUs at once ----------------------------------
+
+
+def test_nvml_index_follows_cuda_visible_devices() -> None:
+    from effbench.profilers.nvml import nvml_index
+
+    assert nvml_index(1, None) == 1  # unset: cuda:N is NVML's N
+    assert nvml_index(0, "2,0") == 2 and nvml_index(1, " 2, 0 ") == 0
+    uuids = {"GPU-8932f937-d72c-4106-c12f-20bd9faed9f6": 3, "MIG-c6c5a5e0-2b5d": 1}
+    lookup = uuids.__getitem__  # a KeyError is a LookupError, as NVML.index_of_uuid raises
+    assert nvml_index(1, "0,GPU-8932f937-d72c-4106-c12f-20bd9faed9f6", lookup) == 3
+    assert nvml_index(0, "MIG-c6c5a5e0-2b5d", lookup) == 1
+
+
+@pytest.mark.parametrize(("index", "visible", "count", "message"), [
+    (1, "0,oops,1", None, "CUDA_VISIBLE_DEVICES='0,oops,1' shows 1 GPU(s), so cuda:1 has no GPU "
+     "('oops' is neither a GPU index nor a GPU-/MIG- UUID, so it and later entries are hidden)"),
+    (0, "", None, "CUDA_VISIBLE_DEVICES='' shows 0 GPU(s), so cuda:0 has no GPU"),
+    (1, "0,-1,1", None, "CUDA_VISIBLE_DEVICES='0,-1,1' shows 1 GPU(s), so cuda:1 has no GPU "
+     "('-1' is neither a GPU index nor a GPU-/MIG- UUID, so it and later entries are hidden)"),
+    (0, "4", 2, "CUDA_VISIBLE_DEVICES='4' shows 0 GPU(s), so cuda:0 has no GPU "
+     "('4' is not a GPU index below 2, so it and later entries are hidden)"),
+    (0, "GPU-dead", None, "CUDA_VISIBLE_DEVICES='GPU-dead': no GPU with UUID GPU-dead"),
+])
+def test_nvml_index_bad_entries_are_one_clear_line(index, visible, count, message) -> None:
+    from effbench.profilers.nvml import nvml_index
+
+    def lookup(uuid: str) -> int:
+        raise KeyError(f"no GPU with UUID {uuid}")
+
+    with pytest.raises(ValueError) as err:
+        nvml_index(index, visible, lookup, count)
+    assert str(err.value) == message and "\n" not in message
+    assert nvml_index(0, "0,oops,1") == 0  # entries before a bad one stay visible, as in CUDA
+
+
+class UUIDPynvml(FakePynvml):
+    """Three GPUs with UUIDs, one of them split into a MIG slice."""
+
+    UUIDS = ("GPU-aaaa-0000", "GPU-bbbb-1111", "GPU-bbbc-2222")
+
+    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+        return 3
+
+    def nvmlDeviceGetUUID(self, h: str) -> str:  # noqa: N802
+        return self.UUIDS[int(h[1:])]
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: bytes | str) -> str:  # noqa: N802
+        if uuid != "MIG-1234":
+            raise self.NVMLError("Not Found")
+        return "mig-of-h2"
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, h: str) -> str:  # noqa: N802
+        return h.removeprefix("mig-of-")
+
+    def nvmlDeviceGetIndex(self, h: str) -> int:  # noqa: N802
+        return int(h[1:])
+
+
+def test_nvml_resolves_uuids_prefixes_and_mig_to_the_parent_gpu() -> None:
+    from effbench.profilers.nvml import NVML
+
+    nv = NVML(UUIDPynvml())
+    assert nv.index_of_uuid("GPU-bbbb-1111") == 1
+    assert nv.index_of_uuid("GPU-aa") == 0  # a unique prefix, as CUDA accepts
+    assert nv.index_of_uuid("MIG-1234") == 2
+    assert nv.index_of_uuid("MIG-GPU-bbbc-2222/1/0") == 2  # the pre-R470 MIG form
+    with pytest.raises(LookupError, match="2 GPUs"):
+        nv.index_of_uuid("GPU-bbb")
+    with pytest.raises(LookupError, match="no MIG device"):
+        nv.index_of_uuid("MIG-9999")
+
+
+class ByIndex:
+    """Several FakeNVML boards behind one NVML, addressed by NVML index."""
+
+    def __init__(self, boards: dict[int, FakeNVML]) -> None:
+        self.boards = boards
+
+    def available(self) -> tuple[bool, str]:
+        return True, ""
+
+    def device_count(self) -> int:
+        return 1 + max(self.boards)
+
+    def total_energy_mj(self, index: int) -> int:
+        return self.boards[index].total_energy_mj(index)
+
+    def power_mw(self, index: int) -> int:
+        return self.boards[index].power_mw(index)
+
+    def index_of_uuid(self, uuid: str) -> int:
+        return {"GPU-left": 3, "GPU-right": 1}[uuid]
+
+    def shutdown(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("counter", [True, False])
+def test_two_gpus_mapped_summed_and_kept_per_device(monkeypatch, tmp_path, counter) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-left,1")
+    clock = FakeClock()
+    boards = {3: FakeNVML(clock, 100.0, counter), 1: FakeNVML(clock, 50.0, counter)}
+    prof = EnergyProfiler(["cuda:0", "cuda:1"], tmp_path, nvml=ByIndex(boards),
+                          rapl=NullRAPL(), clock=clock, sleep=clock.sleep, idle_s=1.0,
+                          poll_s=1000.0)
+    assert prof.available() == (True, "") and prof.indices() == [3, 1]
+    prof.start()
+    assert prof.baseline.gpu_w == pytest.approx(150.0)
+    assert prof.baseline.gpu_w_by_device == {"gpu0": pytest.approx(100.0),
+                                             "gpu1": pytest.approx(50.0)}
+    boards[3].watts = 300.0  # cuda:0 (NVML 3) gets busy, cuda:1 stays idle
+    with prof.window("decode"):
+        for s in prof._samplers.values():
+            s.mark()
+        clock.sleep(2.0)
+    res = prof.stop()
+    w = next(w for w in prof.windows if w.name == "decode")
+    assert w.gpu_source == ("counter" if counter else "sampled")
+    # sampled power is linear between samples, so the jump to 300 W is ramped in that mode
+    busy = 600.0 if counter else 400.0
+    assert w.gpu_j_by_device == {"gpu0": pytest.approx(busy), "gpu1": pytest.approx(100.0)}
+    assert w.gpu_j == pytest.approx(busy + 100.0)
+    assert w.gpu_net_j_by_device == {"gpu0": pytest.approx(busy - 200.0),
+                                     "gpu1": pytest.approx(0.0)}
+    m = res.metrics
+    assert m["decode.gpu_J"][0] == pytest.approx(busy + 100.0)
+    assert m["decode.gpu0_J"][0] == pytest.approx(busy)
+    assert m["decode.gpu1_J"][0] == pytest.approx(100.0)
+    assert m["decode.gpu_net_J"][0] == pytest.approx(busy - 200.0)
+    assert m["idle.gpu1_W"] == (pytest.approx(50.0), "W")
+    saved = json.loads(Path(res.artifacts[0]).read_text())
+    assert saved["devices"] == [{"device": "cuda:0", "key": "gpu0", "nvml_index": 3},
+                                {"device": "cuda:1", "key": "gpu1", "nvml_index": 1}]
+
+
+def test_one_gpu_keeps_its_metric_names_and_reads_the_mapped_board(monkeypatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    clock = FakeClock()
+    boards = {0: FakeNVML(clock, 999.0), 1: FakeNVML(clock, 80.0)}
+    prof = EnergyProfiler("cuda", nvml=ByIndex(boards), rapl=NullRAPL(), clock=clock,
+                          sleep=clock.sleep, idle_s=0.0)
+    prof.start()
+    clock.sleep(1.0)
+    m = prof.stop().metrics
+    assert prof.index == 1 and m["run.gpu_J"][0] == pytest.approx(80.0)
+    assert not any(k.startswith(("run.gpu0", "run.gpu1")) for k in m)
+
+
+def test_unmappable_device_makes_the_profiler_unavailable(monkeypatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,oops")
+    clock = FakeClock()
+    prof = EnergyProfiler("cuda:0,cuda:1", nvml=ByIndex({0: FakeNVML(clock)}),
+                          rapl=NullRAPL(), clock=clock, sleep=clock.sleep)
+    ok, why = prof.available()
+    assert not ok
+    assert why.startswith("CUDA_VISIBLE_DEVICES='0,oops' shows 1 GPU(s), so cuda:1 has no GPU")
+    with pytest.raises(ValueError, match="one index per GPU"):
+        EnergyProfiler(["cuda:0", "cuda:1"], nvml_index=2)
