@@ -240,8 +240,8 @@ class Engine:
         return bool(self.waiting or self.running)
 
     def budget(self) -> Budget:
-        """The limits of this iteration, with the KV memory left: the tighter of the engine's cap and
-        the factory's own pool, minus what the live caches hold.
+        """The limits of this iteration, with the KV memory left: the tighter of the engine's
+        cap and the factory's own pool, minus what the live caches hold.
         """
         mem = self.ctx.cache_factory.memory()
         caps = [c for c in (self.config.kv_memory_cap, mem.capacity_bytes) if c is not None]

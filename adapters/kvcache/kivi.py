@@ -1,6 +1,6 @@
 """KIVI: asymmetric 2/4-bit KV-cache quantization, keys per channel and values per token."""
 
-from effbench.kernels_ref.kvcache.kivi import KIVI_BITS, KIVICacheFactory
+from effbench.kernels_ref.kvcache.kivi import KEY_MODES, KIVI_BITS, KIVICacheFactory
 from effbench.suite.registry import register
 from effbench.suite.technique import Paper, Param, from_kernel
 
@@ -21,9 +21,11 @@ from effbench.suite.technique import Paper, Param, from_kernel
               sweep=(16, 32)),
         Param("materialize", "bool", help="keep a dequantized copy of old tokens: reads "
               "get cheap, but that copy (not counted in bytes_per_token) undoes the saving"),
+        Param("key_mode", "str", help="keys quantized per channel (KIVI) or per token (the "
+              "paper's ablation)", choices=KEY_MODES),
     ),
 )
-def kivi(bits: int, group_size: int, residual: int, materialize: bool) -> KIVICacheFactory:
-    return KIVICacheFactory(
-        bits=bits, group_size=group_size, residual=residual, materialize=materialize
-    )
+def kivi(bits: int, group_size: int, residual: int, materialize: bool,
+         key_mode: str) -> KIVICacheFactory:
+    return KIVICacheFactory(bits=bits, group_size=group_size, residual=residual,
+                            materialize=materialize, key_mode=key_mode)

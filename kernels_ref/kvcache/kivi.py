@@ -18,9 +18,14 @@ from effbench.kernels_ref.kvcache.quant import dequantize, pack_bits, quantize_a
 from effbench.kernels_ref.protocols import CacheLayout
 
 KIVI_BITS = (2, 4)
+KEY_MODES = ("channel", "token")
 
-def validate_kivi(bits: int, group_size: int, residual: int) -> None:
-    """Raise ``ValueError`` unless ``bits`` is 2 or 4, ``group_size >= 1``, ``residual >= 0``."""
+def validate_kivi(bits: int, group_size: int, residual: int, key_mode: str = "channel") -> None:
+    """Raise ``ValueError`` unless ``bits`` is 2 or 4, ``group_size >= 1``, ``residual >= 0``
+    and ``key_mode`` is ``channel`` or ``token``.
+    """
+    if key_mode not in KEY_MODES:
+        raise ValueError(f"KIVI key_mode must be one of {KEY_MODES}, got {key_mode!r}")
     if bits not in KIVI_BITS:
         raise ValueError(f"KIVI bits must be one of {KIVI_BITS}, got {bits!r}")
     if not isinstance(group_size, int) or group_size < 1:
@@ -42,15 +47,21 @@ class _KiviLayer:
     is the residual. Compact caches keep ``base = quantized``: only the residual.
     """
 
-    def __init__(self, layout: CacheLayout, bits: int, group: int, value_groups: int) -> None:
+    def __init__(self, layout: CacheLayout, bits: int, group: int, value_groups: int,
+                 key_mode: str = "channel") -> None:
         h, d, dev = layout.kv_heads, layout.head_dim, layout.device
-        key_bytes = -(-group * d * bits // 8)
         value_bytes = -(-d * bits // 8)
         self.fp = GrowingBuffer(h, (d,), layout.dtype, dev)
         self.fv = GrowingBuffer(h, (d,), layout.dtype, dev)
-        self.k_codes = GrowingBuffer(h, (key_bytes,), torch.uint8, dev)
-        self.k_scale = GrowingBuffer(h, (d,), torch.float16, dev)
-        self.k_zero = GrowingBuffer(h, (d,), torch.float16, dev)
+        if key_mode == "channel":  # one entry per group of tokens
+            key_bytes = -(-group * d * bits // 8)
+            self.k_codes = GrowingBuffer(h, (key_bytes,), torch.uint8, dev)
+            self.k_scale = GrowingBuffer(h, (d,), torch.float16, dev)
+            self.k_zero = GrowingBuffer(h, (d,), torch.float16, dev)
+        else:  # per token, like the values
+            self.k_codes = GrowingBuffer(h, (value_bytes,), torch.uint8, dev)
+            self.k_scale = GrowingBuffer(h, (value_groups,), torch.float16, dev)
+            self.k_zero = GrowingBuffer(h, (value_groups,), torch.float16, dev)
         self.v_codes = GrowingBuffer(h, (value_bytes,), torch.uint8, dev)
         self.v_scale = GrowingBuffer(h, (value_groups,), torch.float16, dev)
         self.v_zero = GrowingBuffer(h, (value_groups,), torch.float16, dev)
@@ -83,6 +94,8 @@ class KIVICache(KVCacheBase):
 
     - Keys are quantized per channel: for each group of ``group_size`` consecutive tokens, every
       (kv_head, channel) gets its own min (zero point) and scale over those tokens.
+      ``key_mode="token"`` quantizes keys per token instead, exactly like the values: the
+      paper's ablation (its per-channel choice exists because key outliers sit in channels).
     - Values are quantized per token: each token's ``head_dim`` channels are split into
       ``head_dim // group_size`` groups of ``group_size`` channels when ``group_size`` divides
       ``head_dim``; otherwise (including ``head_dim < group_size``) the whole token is one group.
@@ -125,17 +138,19 @@ class KIVICache(KVCacheBase):
         group_size: int = 32,
         residual: int = 32,
         materialize: bool = False,
+        key_mode: str = "channel",
     ) -> None:
-        validate_kivi(bits, group_size, residual)
+        validate_kivi(bits, group_size, residual, key_mode)
         self.layout = layout
         self.bits = bits
         self.group_size = group_size
         self.residual = residual
         self.materialize = materialize
+        self.key_mode = key_mode
         d = layout.head_dim
         self.value_groups = d // group_size if d % group_size == 0 else 1
         self._layers = [
-            _KiviLayer(layout, bits, group_size, self.value_groups)
+            _KiviLayer(layout, bits, group_size, self.value_groups, key_mode)
             for _ in range(layout.num_layers)
         ]
 
@@ -155,11 +170,18 @@ class KIVICache(KVCacheBase):
         g, h, d, vg = self.group_size, self.layout.kv_heads, self.layout.head_dim, self.value_groups
         n = n_groups * g
         start = st.quantized - st.base
-        keys = st.fp.view(start, start + n).reshape(h, n_groups, g, d)
-        codes, scale, zero = quantize_asym(keys, self.bits, dim=2)
-        st.k_codes.append(pack_bits(codes.reshape(h, n_groups, g * d), self.bits))
-        st.k_scale.append(scale.squeeze(2))
-        st.k_zero.append(zero.squeeze(2))
+        if self.key_mode == "channel":
+            keys = st.fp.view(start, start + n).reshape(h, n_groups, g, d)
+            codes, scale, zero = quantize_asym(keys, self.bits, dim=2)
+            st.k_codes.append(pack_bits(codes.reshape(h, n_groups, g * d), self.bits))
+            st.k_scale.append(scale.squeeze(2))
+            st.k_zero.append(zero.squeeze(2))
+        else:
+            keys = st.fp.view(start, start + n).reshape(h, n, vg, d // vg)
+            codes, scale, zero = quantize_asym(keys, self.bits, dim=-1)
+            st.k_codes.append(pack_bits(codes.reshape(h, n, d), self.bits))
+            st.k_scale.append(scale.squeeze(-1))
+            st.k_zero.append(zero.squeeze(-1))
         values = st.fv.view(start, start + n).reshape(h, n, vg, d // vg)
         codes, scale, zero = quantize_asym(values, self.bits, dim=-1)
         st.v_codes.append(pack_bits(codes.reshape(h, n, d), self.bits))
@@ -179,11 +201,17 @@ class KIVICache(KVCacheBase):
         g, h, d, vg = self.group_size, self.layout.kv_heads, self.layout.head_dim, self.value_groups
         dtype = self.layout.dtype
         n = g1 - g0
-        codes = unpack_bits(st.k_codes.view(g0, g1), self.bits, g * d).reshape(h, n, g, d)
-        scale = st.k_scale.view(g0, g1).unsqueeze(2)
-        zero = st.k_zero.view(g0, g1).unsqueeze(2)
-        keys = dequantize(codes, scale, zero, dtype).reshape(h, n * g, d)
         t0, t1 = g0 * g, g1 * g
+        if self.key_mode == "channel":
+            codes = unpack_bits(st.k_codes.view(g0, g1), self.bits, g * d).reshape(h, n, g, d)
+            scale = st.k_scale.view(g0, g1).unsqueeze(2)
+            zero = st.k_zero.view(g0, g1).unsqueeze(2)
+        else:
+            codes = unpack_bits(st.k_codes.view(t0, t1), self.bits, d).reshape(
+                h, n * g, vg, d // vg)
+            scale = st.k_scale.view(t0, t1).unsqueeze(-1)
+            zero = st.k_zero.view(t0, t1).unsqueeze(-1)
+        keys = dequantize(codes, scale, zero, dtype).reshape(h, n * g, d)
         codes = unpack_bits(st.v_codes.view(t0, t1), self.bits, d).reshape(h, n * g, vg, d // vg)
         scale = st.v_scale.view(t0, t1).unsqueeze(-1)
         zero = st.v_zero.view(t0, t1).unsqueeze(-1)
@@ -240,7 +268,7 @@ class KIVICache(KVCacheBase):
                 st.replace_fp(kept, k_hat[:, : length - kept], v_hat[:, : length - kept])
             st.quantized = kept
             for buf in (st.k_codes, st.k_scale, st.k_zero):
-                buf.truncate(groups)
+                buf.truncate(groups if self.key_mode == "channel" else kept)
             for buf in (st.v_codes, st.v_scale, st.v_zero):
                 buf.truncate(kept)
 
@@ -299,15 +327,16 @@ class KIVICacheFactory(CacheFactoryBase):
         group_size: int = 32,
         residual: int = 32,
         materialize: bool = False,
+        key_mode: str = "channel",
     ) -> None:
         super().__init__()
-        validate_kivi(bits, group_size, residual)
+        validate_kivi(bits, group_size, residual, key_mode)
         self.bits = bits
         self.group_size = group_size
         self.residual = residual
         self.materialize = materialize
+        self.key_mode = key_mode
 
     def new_cache(self, layout: CacheLayout) -> KIVICache:
-        return self.track(
-            KIVICache(layout, self.bits, self.group_size, self.residual, self.materialize)
-        )
+        return self.track(KIVICache(layout, self.bits, self.group_size, self.residual,
+                                    self.materialize, self.key_mode))
