@@ -13,4 +13,6 @@ TOP = ("suite", "adapters", "kernels_ref", "profilers", "dashboards")
 found = find_namespace_packages(include=[f"{t}" for t in TOP] + [f"{t}.*" for t in TOP])
 packages = [p for p in found if all(part.isidentifier() for part in p.split("."))]
 
-setup(packages=["effbench", *(f"effbench.{p}" for p in packages)], package_dir={"effbench": "."})
+# ``effbench`` itself is a namespace package (not listed), so nothing at the repository root
+# (setup.py) is installed with it.
+setup(packages=[f"effbench.{p}" for p in packages], package_dir={"effbench": "."})

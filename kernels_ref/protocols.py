@@ -2,10 +2,10 @@
 
 They live here, beside the engine that calls them, because kernels_ref imports nothing of the
 rest of the project; effbench.suite.protocols re-exports them for adapter authors. They are
-structural (typing.Protocol): an adapter satisfies one by having the methods. Each family has
-a base class (``AttentionBase``, ``KVCacheBase``, ``SchedulerBase``, ``DecoderBase`` in the
-family packages) that supplies the optional parts, so the engine never probes with
-``hasattr``. This module depends on value types only (kernels_ref.requests).
+structural (typing.Protocol): an adapter satisfies one by having the methods. The family
+packages supply the optional parts (``AttentionBase``, ``KVCacheBase`` and
+``CacheFactoryBase``, ``DecoderBase``; for schedulers the memory-aware ``admit`` helper), so
+the engine never probes with ``hasattr``. This module depends on value types only (kernels_ref.requests).
 
 Tensor layout conventions, used by every family:
 - attention tensors are ``(..., heads, tokens, head_dim)``; leading batch dims are optional;

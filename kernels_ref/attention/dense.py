@@ -58,8 +58,11 @@ class DenseAttention(AttentionBase):
                       lengths: Sequence[int], meta: AttentionMeta | None = None
                       ) -> torch.Tensor:
         """One GQA call over the padded ``(batch, kv_heads, longest, head_dim)`` keys/values,
-        each sequence masked to its own length.
+        each sequence masked to its own length. A mask predicate in ``meta`` is applied per
+        sequence (the shared default path).
         """
+        if meta is not None and meta.mask is not None:
+            return AttentionBase.decode_padded(self, q, k, v, lengths, meta)
         return grouped_decode(q, k, v, length_mask(lengths, k.shape[-2], q.device))
 
     def flops(self, shape: AttentionShape) -> float:

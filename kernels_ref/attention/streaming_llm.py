@@ -63,10 +63,15 @@ class SlidingWindowAttention(AttentionBase):
 
     def decode(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                meta: AttentionMeta | None = None) -> torch.Tensor:
-        """Attend to the gathered sinks and last ``window`` keys only, without a mask."""
+        """Attend to the gathered sinks and last ``window`` keys only, without a mask (with a
+        mask predicate in ``meta``: over every key, the predicate and the window both applied)."""
         q_len, kv_len = check_qkv(q, k, v)
         if q_len != 1:
             raise ValueError(f"decode takes one query, got q_len={q_len}; use forward")
+        explicit = self.meta_mask(meta, 1, kv_len, q.device)
+        if explicit is not None:
+            mask = explicit & self._masks.get(1, kv_len, q.device)
+            return grouped_decode(q, k, v, mask[None, None])
         if kv_len > self.sinks + self.window:
             start = kv_len - self.window
             k = torch.cat((k[..., : self.sinks, :], k[..., start:, :]), dim=-2)
@@ -79,6 +84,8 @@ class SlidingWindowAttention(AttentionBase):
         """Batched decode over each sequence's sinks and window only: one gather of
         ``sinks + window`` keys per sequence from the padded tensor, then one GQA call.
         """
+        if meta is not None and meta.mask is not None:
+            return AttentionBase.decode_padded(self, q, k, v, lengths, meta)
         keep = self.sinks + self.window
         longest = k.shape[-2]
         if longest <= keep:

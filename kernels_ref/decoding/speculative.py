@@ -34,6 +34,7 @@ class Speculative(DecoderBase):
     verify_steps: int = 0
     committed: int = 0
     per_step: list[int] = field(default_factory=list)
+    rejections: int = 0
     _draft_caches: dict[int, KVCache] = field(default_factory=dict, repr=False)
     _draft_attention: DenseAttention = field(default_factory=DenseAttention, repr=False)
 
@@ -48,6 +49,7 @@ class Speculative(DecoderBase):
             raise ValueError("draft and target must share a vocabulary")
         self.proposed = self.accepted = self.verify_steps = self.committed = 0
         self.per_step = []
+        self.rejections = 0
         self._draft_caches = {}
 
     def release(self, req: Request) -> None:
@@ -106,7 +108,7 @@ class Speculative(DecoderBase):
                     now = now or ctx.now()
                     r.emit(ctx.pick(lg[-1:]), now)
                 continue
-            new = self._accept(ctx, drafts[r.rid], qprobs[r.rid], lg)
+            new = self.accept(ctx, drafts[r.rid], qprobs[r.rid], lg)
             n_acc = len(new) - 1
             keep = r.computed + 1 + n_acc
             r.cache.truncate(keep)
@@ -120,8 +122,9 @@ class Speculative(DecoderBase):
             self.verify_steps += 1
             self.committed += len(new)
             self.per_step.append(len(new))
+            self.rejections += n_acc < len(drafts[r.rid])
 
-    def _accept(
+    def accept(
         self, ctx: EngineOps, drafts: list[int], qprobs: list[torch.Tensor], logits: torch.Tensor
     ) -> list[int]:
         """Accepted drafts plus the target's own next token (correction or bonus)."""
@@ -149,8 +152,14 @@ class Speculative(DecoderBase):
         return out + [int(torch.multinomial(last, 1, generator=ctx.generator))]
 
     def stats(self) -> dict[str, Any]:
+        """Counts, plus ``acceptance_alpha``: the per-token acceptance probability a under the
+        iid model of Leviathan et al., estimated by maximum likelihood from the accepted run
+        lengths (accepted / (accepted + rejections); a step that accepts every draft is
+        censored, not a rejection). ``acceptance_rate`` is accepted / proposed."""
         steps = max(self.verify_steps, 1)
+        seen = self.accepted + self.rejections
         return {
+            "acceptance_alpha": self.accepted / seen if seen else float("nan"),
             "decode_steps": self.verify_steps,
             "drafts_proposed": self.proposed,
             "drafts_accepted": self.accepted,

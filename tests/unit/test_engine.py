@@ -133,7 +133,7 @@ def test_rejection_rule_preserves_target_distribution():
     n = 6000
     for _ in range(n):
         d = int(torch.multinomial(q, 1, generator=gen))
-        first = spec._accept(ctx, [d], [q], p_logits)[0]
+        first = spec.accept(ctx, [d], [q], p_logits)[0]
         counts[first] += 1
     p = torch.softmax(p_logits[0], -1)
     chi = scipy_stats.chisquare(counts.numpy(), (p * n).numpy())
