@@ -7,9 +7,6 @@ import json
 import pandas as pd
 
 KERNEL_LATENCIES = ("latency", "read_latency", "append_latency_per_token")
-PROFILE_PREFIXES = tuple(f"{p}." for p in (
-    "tklqt", "energy", "bandwidth", "host", "memory", "nvml", "rapl", "power", "roofline"))
-"""Profiler metrics are stored as ``<profiler>.<name>`` (effbench.profilers.base)."""
 
 
 def best_cases(wide: pd.DataFrame, info: pd.DataFrame, technique: str) -> pd.DataFrame:
@@ -74,10 +71,22 @@ def linked_levels(
                                        "run_id"])
 
 
-def profile_metrics(metrics: list[str]) -> list[str]:
-    """The metric names that come from profilers (TKLQT, energy, bandwidth, host, memory...)."""
-    return [m for m in metrics if m.lower().startswith(PROFILE_PREFIXES)
-            or m.lower() in ("tklqt", "energy")]
+def profile_metrics(names: list[str]) -> list[str]:
+    """The metric names that come from profilers (TKLQT, energy, bandwidth, host, memory...).
+
+    A profiler metric is one the profilers declare (effbench.profilers.metrics, read through
+    effbench.suite.metrics), or an undeclared ``<profiler>.<name>`` of a registered profiler.
+    """
+    from effbench.profilers.registry import PROFILERS
+    from effbench.suite import metrics
+
+    def from_profiler(name: str) -> bool:
+        spec = metrics.spec(name)
+        if spec is not None:
+            return spec.source == "profiler"
+        return name.split(".", 1)[0] in PROFILERS and "." in name
+
+    return [m for m in names if from_profiler(m)]
 
 
 def tklqt_sweep(wide: pd.DataFrame) -> pd.DataFrame:

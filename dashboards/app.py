@@ -22,6 +22,7 @@ def main() -> None:
         st.Page(PAGES / "techniques.py", title="Techniques"),
         st.Page(PAGES / "linked.py", title="Linked levels"),
         st.Page(PAGES / "profiles.py", title="Profiles"),
+        st.Page(PAGES / "papers.py", title="Papers"),
     ])
     nav.run()
 

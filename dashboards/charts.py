@@ -13,8 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from effbench.dashboards.pareto import frontier_line
 from plotly.colors import qualitative
+
+from effbench.dashboards.pareto import frontier_line
 
 HOVER_KEYS = ("label", "workload", "level", "run_id")
 _DIM = 0.4

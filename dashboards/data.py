@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+
+from effbench.suite import metrics
 from effbench.suite.errors import StoreError
 from effbench.suite.report import params_label
 from effbench.suite.store import RUNS_DIR, SCHEMA, StoreWarning, list_runs, load_records
@@ -112,13 +114,22 @@ def load_store(root: str) -> Store:
 
 
 def metric_info(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per metric: its unit and direction (the most common one in the records)."""
+    """One row per metric: its unit and its better direction.
+
+    The direction is the one the metric's producer declared (effbench.suite.metrics); the
+    unit is the one the records carry, since their values are in it. For a metric nothing
+    declares (another tool's records, an older effbench), both are the most common in the
+    records.
+    """
     if records.empty:
         return pd.DataFrame(columns=["unit", "direction"], index=pd.Index([], name="metric"))
     ok = records[records["status"] == "ok"]
     info = ok.groupby("metric")[["unit", "direction"]].agg(
         lambda s: s.mode().iat[0] if not s.mode().empty else ""
     )
+    declared = {m: metrics.spec(str(m)) for m in info.index}
+    info["direction"] = [d.direction if d is not None else recorded
+                         for d, recorded in zip(declared.values(), info["direction"])]
     return info
 
 

@@ -11,6 +11,7 @@ import os
 import sys
 
 import streamlit as st
+
 from effbench.dashboards.data import Store, load_store, results_root
 
 RUN_HINT = "effbench run smoke"

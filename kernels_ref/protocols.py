@@ -5,7 +5,8 @@ rest of the project; effbench.suite.protocols re-exports them for adapter author
 structural (typing.Protocol): an adapter satisfies one by having the methods. The family
 packages supply the optional parts (``AttentionBase``, ``KVCacheBase`` and
 ``CacheFactoryBase``, ``DecoderBase``; for schedulers the memory-aware ``admit`` helper), so
-the engine never probes with ``hasattr``. This module depends on value types only (kernels_ref.requests).
+the engine never probes with ``hasattr``. This module depends on value types only
+(kernels_ref.requests).
 
 Tensor layout conventions, used by every family:
 - attention tensors are ``(..., heads, tokens, head_dim)``; leading batch dims are optional;

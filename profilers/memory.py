@@ -10,6 +10,7 @@ import resource
 import sys
 
 import torch
+
 from effbench.profilers.base import ProfileResult
 
 

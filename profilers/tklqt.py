@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
 from effbench.profilers.kineto import GRAPH_LAUNCH_NAME, KinetoTrace
 
 KIND = {"kernel": "kernel", "gpu_memcpy": "memcpy", "gpu_memset": "memset"}

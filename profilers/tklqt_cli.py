@@ -11,6 +11,7 @@ import json
 import math
 
 import pandas as pd
+
 from effbench.profilers.kineto import load_trace
 from effbench.profilers.tklqt import kernel_table, summarize, unlinked_gpu_ops
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from effbench.profilers.base import ProfileResult
 from effbench.profilers.kineto import load_trace
 from effbench.profilers.tklqt import kernel_table, summarize

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+
 from effbench.kernels_ref.attention import DenseAttention
 from effbench.kernels_ref.decoding import Autoregressive
 from effbench.kernels_ref.engine import Engine, EngineConfig, EngineResult

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from effbench.suite.errors import ConfigError, StoreError
 from effbench.suite.manifest import utc_now
 from effbench.suite.store import (

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from effbench.suite import registry
-from effbench.suite.family import family_index
+from effbench.suite.family import family_index, get_family
 from effbench.suite.presets import Preset
 from effbench.suite.technique import LEVELS
 
@@ -33,13 +33,14 @@ class Case:
 
 
 def workload_names(preset: Preset, level: str, family: str) -> list[str]:
-    """The workloads a case of this level and family runs on."""
+    """The workloads a case of this level and family runs on.
+
+    Kernel workloads are the family's own (``Family.kernel_workloads``, none for a family
+    without a kernel level); the engine and serving workloads are the level's, from the preset.
+    """
     if level == "kernel":
-        if family == "attention":
-            return [s.name for s in preset.kernel.attention_shapes]
-        if family == "kvcache":
-            return [f"kv-{t}" for t in preset.kernel.kv_tokens]
-        return []
+        workloads = get_family(family).kernel_workloads
+        return workloads(preset) if workloads is not None else []
     if level == "engine":
         e = preset.engine
         return [f"eval{e.prompts}-b{e.batch}-n{e.max_new_tokens}"]

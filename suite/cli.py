@@ -271,9 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a few steps on a small slice (tests)")
     p.set_defaults(func=_cmd_train_tiny)
 
-    from effbench.suite import gate_cli
+    from effbench.suite import gate_cli, repro_cli
 
     gate_cli.add_parsers(sub)
+    repro_cli.add_parsers(sub)
     return ap
 
 

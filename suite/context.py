@@ -11,6 +11,7 @@ from functools import cached_property
 from typing import Any
 
 import torch
+
 from effbench.kernels_ref.checkpoint import (
     KNOWN_CONFIGS,
     config_from_dict,

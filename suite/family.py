@@ -18,12 +18,15 @@ import importlib
 import inspect
 import pkgutil
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from effbench.suite.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from effbench.suite.preset_checks import Section
 
 ENTRY_POINT_GROUP = "effbench.families"
 ENGINE_SLOTS = ("attention", "cache", "decoder", "scheduler")
@@ -42,6 +45,12 @@ class Family:
       kernel level (both None when the family has none); ``kernel_timed(case, ctx, impl)``
       returns the zero-argument timed work (the pytest-benchmark plugin times it);
     - ``kernel_needs_model``: whether kernel cases read the model's shape (head counts);
+    - ``kernel_section(table, section) -> settings``: parses and validates the preset's
+      ``[kernel.<name>]`` table (``table`` is ``{}`` when the preset has none, so it returns
+      the defaults); ``section`` (effbench.suite.preset_checks.Section) locates keys as
+      ``file:line`` and raises the preset's ConfigErrors. The result is
+      ``preset.kernel[<name>]``. None: the family takes no kernel settings (and a preset
+      naming ``[kernel.<name>]`` is refused);
     - ``order``: position in reports and listings.
     """
 
@@ -54,6 +63,7 @@ class Family:
     kernel_run: Callable[[Any, Any], list[Any]] | None = None
     kernel_timed: Callable[[Any, Any, Any], Callable[[], Any]] | None = None
     kernel_needs_model: bool = False
+    kernel_section: Callable[[Mapping[str, Any], Section], Any] | None = None
     order: int = 100
 
     def __post_init__(self) -> None:

@@ -5,7 +5,9 @@ frames (``effbench.suite.store.load_records`` shape) and returns one row per (ca
 a
 verdict. Nothing here reads files or prints.
 
-Metrics fall into three classes (``metric_class``), because noise differs in kind:
+Metrics fall into three classes (``metric_class``), because noise differs in kind; a metric's
+class is the kind its producer declared it with (effbench.suite.metrics), never guessed from
+its name here:
 
 * ``timing``: anything measured with a clock or derived from one (latency, TTFT, tokens/s,
   TFLOP/s, speedup, profiler readings...). Noisy, so a verdict needs two independent pieces of
@@ -41,40 +43,26 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
+
 from effbench.suite.errors import ConfigError, StoreError
+from effbench.suite.metrics import DETERMINISTIC_KINDS, KINDS, kind_of
 from effbench.suite.records import SCHEMA_VERSION
 from effbench.suite.stats import bootstrap_ratio_ci, clean
-from scipy import stats as sps
 
 VERDICTS = ("regressed", "failed", "missing", "improved", "new", "skipped", "unchanged")
 """Every verdict, in the order a report lists them (what needs attention first)."""
 FAILING = ("regressed", "failed")
 """Verdicts that make ``effbench gate`` exit 1."""
-CLASSES = ("timing", "count", "numeric")
-DETERMINISTIC_CLASSES = ("count", "numeric")
-
-_COUNT_METRICS = frozenset(
-    {
-        "bytes_per_token",
-        "compression_ratio",
-        "flops",
-        "bytes_moved",
-        "arithmetic_intensity",
-        "kv_bytes_per_token",
-        "exact_match",
-        "tokens_per_step",
-        "acceptance_rate",
-    }
-)
-_NUMERIC_METRICS = frozenset({"perplexity", "top1_agreement", "kl_vs_baseline", "max_abs_error"})
-_NUMERIC_PATTERN = re.compile(r"_rel_error$")
+CLASSES = KINDS
+"""Metric classes: the kinds metrics are declared with (effbench.suite.metrics)."""
+DETERMINISTIC_CLASSES = DETERMINISTIC_KINDS
 
 REQUIRED_COLUMNS = ("case_id", "metric", "value", "unit", "direction", "samples", "status")
 RESULT_COLUMNS = (
@@ -97,17 +85,14 @@ RESULT_COLUMNS = (
 
 
 def metric_class(metric: str) -> str:
-    """``count``, ``numeric`` or ``timing`` for a metric name (see the module docstring).
+    """``count``, ``numeric`` or ``timing``: the kind the metric's producer declared it with
+    (effbench.suite.metrics, see the module docstring).
 
-    Only names known to be deterministic are gated by tolerance; everything else, profiler
-    readings included, is treated as a noisy measurement. Erring this way can only make the
-    gate less trigger-happy, never raise a false alarm on a noisy metric.
+    A name nothing declares (a record from another tool or an older effbench) is ``timing``:
+    treating it as a noisy measurement can only make the gate less trigger-happy, never raise
+    a false alarm on noise.
     """
-    if metric in _COUNT_METRICS:
-        return "count"
-    if metric in _NUMERIC_METRICS or _NUMERIC_PATTERN.search(metric):
-        return "numeric"
-    return "timing"
+    return kind_of(metric)
 
 
 @dataclass(frozen=True)

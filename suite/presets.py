@@ -1,15 +1,14 @@
 """Preset files: TOML that names registered techniques and workloads, validated up front.
 
 Every key is checked against a schema before anything runs; a bad key, type or value raises
-ConfigError with ``file:line`` and the valid choices. ``tomllib`` does not report line numbers,
-so ``_Locator`` finds them in the source text (a table header, then the key inside its block);
-that is enough for hand-written presets, which is what this serves.
+ConfigError with ``file:line`` and the valid choices (effbench.suite.preset_checks finds the
+lines). The ``[kernel.<family>]`` tables are not known here: each family declares how its own
+table is parsed (``Family.kernel_section``), so a new family brings its kernel settings along.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ from typing import Any
 
 from effbench.suite import registry
 from effbench.suite.errors import ConfigError
+from effbench.suite.family import families
+from effbench.suite.preset_checks import Locator, Section, check_keys, typed
 from effbench.suite.technique import LEVELS
 
 if sys.version_info >= (3, 11):
@@ -45,22 +46,21 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
-class ShapeSpec:
-    """A kernel-level attention shape; head counts default to the model's (0 = model's)."""
-
-    name: str
-    batch: int
-    q_len: int
-    kv_len: int
-    heads: int = 0
-    kv_heads: int = 0
-    head_dim: int = 0
-
-
-@dataclass(frozen=True)
 class KernelSettings:
-    attention_shapes: tuple[ShapeSpec, ...] = ()
-    kv_tokens: tuple[int, ...] = (512,)
+    """The ``[kernel.<family>]`` tables, each parsed by its family's ``kernel_section``.
+
+    ``preset.kernel["attention"]`` is what the attention family's parser returned (its
+    defaults when the preset has no such table); families without a parser have no entry.
+    """
+
+    sections: tuple[tuple[str, Any], ...] = ()
+
+    def __getitem__(self, family: str) -> Any:
+        for name, settings in self.sections:
+            if name == family:
+                return settings
+        raise KeyError(f"no [kernel.{family}] settings: family '{family}' declares no "
+                       "kernel_section")
 
 
 @dataclass(frozen=True)
@@ -116,73 +116,18 @@ _ARRIVALS = ("poisson", "gamma", "constant")
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-class _Locator:
-    """Maps a key path to ``file:line`` in the TOML text."""
-
-    def __init__(self, path: str, text: str) -> None:
-        self.path = path
-        self.lines = text.splitlines()
-
-    def _header(self, table: str, index: int | None) -> int | None:
-        pat = re.compile(rf"^\s*\[\[?\s*{re.escape(table)}\s*\]\]?\s*(#.*)?$")
-        hits = [i for i, ln in enumerate(self.lines) if pat.match(ln)]
-        if not hits:
-            return None
-        return hits[index or 0] if (index or 0) < len(hits) else hits[-1]
-
-    def at(self, table: str | None, key: str | None = None, index: int | None = None) -> str:
-        start = 0
-        if table:
-            h = self._header(table, index)
-            if h is None:
-                return self.path
-            start = h
-            if key is None:
-                return f"{self.path}:{h + 1}"
-        if key is not None:
-            pat = re.compile(rf"^\s*{re.escape(key)}\s*=|[{{,]\s*{re.escape(key)}\s*=")
-            for i in range(start, len(self.lines)):
-                if i > start and table and self.lines[i].lstrip().startswith("["):
-                    break
-                if pat.search(self.lines[i]):
-                    return f"{self.path}:{i + 1}"
-        return f"{self.path}:{start + 1}" if table else self.path
-
-
-def _check_keys(
-    got: Mapping[str, Any], allowed: list[str], what: str, loc: _Locator, table: str | None,
-    index: int | None = None,
-) -> None:
-    for k in got:
-        if k not in allowed:
-            raise ConfigError(
-                f"unknown key '{k}' in {what}; valid keys: {allowed}", loc.at(table, k, index)
-            )
-
-
-def _typed(value: Any, want: type, key: str, where: str, lo: float | None = None) -> Any:
-    ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
-    if want is float and isinstance(value, int) and not isinstance(value, bool):
-        value, ok = float(value), True
-    if not ok:
-        raise ConfigError(f"'{key}' must be {want.__name__}, got {value!r}", where)
-    if lo is not None and value < lo:
-        raise ConfigError(f"'{key}' = {value!r} must be >= {lo}", where)
-    return value
-
-
-def _fill(cls: type, got: Mapping[str, Any], table: str, loc: _Locator, lows: dict) -> Any:
+def _fill(cls: type, got: Mapping[str, Any], table: str, loc: Locator, lows: dict) -> Any:
     defaults = cls()
     names = [f for f in defaults.__dataclass_fields__]
-    _check_keys(got, names, f"[{table}]", loc, table)
+    check_keys(got, names, f"[{table}]", loc, table)
     kwargs = {}
     for k, v in got.items():
         want = type(getattr(defaults, k))
-        kwargs[k] = _typed(v, want, k, loc.at(table, k), lows.get(k))
+        kwargs[k] = typed(v, want, k, loc.at(table, k), lows.get(k))
     return cls(**kwargs)
 
 
-def _run_settings(got: Mapping[str, Any], loc: _Locator) -> RunSettings:
+def _run_settings(got: Mapping[str, Any], loc: Locator) -> RunSettings:
     lows = {"seed": 0, "target_rel_ci": 1e-4, "case_budget_s": 0.01, "warmup_s": 0, "threads": 0}
     rs = _fill(RunSettings, got, "run", loc, lows)
     if rs.dtype not in _DTYPES:
@@ -192,37 +137,25 @@ def _run_settings(got: Mapping[str, Any], loc: _Locator) -> RunSettings:
     return rs
 
 
-def _kernel_settings(got: Mapping[str, Any], loc: _Locator) -> KernelSettings:
-    _check_keys(got, ["attention", "kvcache"], "[kernel]", loc, "kernel")
-    att = got.get("attention", {})
-    _check_keys(att, ["shapes"], "[kernel.attention]", loc, "kernel.attention")
-    shapes = []
-    for i, s in enumerate(att.get("shapes", [])):
-        where = loc.at("kernel.attention", "shapes")
-        if not isinstance(s, dict):
-            raise ConfigError(f"shape #{i + 1} must be a table", where)
-        fields_ = list(ShapeSpec.__dataclass_fields__)
-        _check_keys(s, fields_, f"attention shape #{i + 1}", loc, "kernel.attention")
-        for k in ("name", "batch", "q_len", "kv_len"):
-            if k not in s:
-                raise ConfigError(f"attention shape #{i + 1} needs '{k}'", where)
-        for k, v in s.items():
-            if k != "name":
-                _typed(v, int, k, where, 0 if k in ("heads", "kv_heads", "head_dim") else 1)
-        if s["q_len"] > s["kv_len"]:
-            raise ConfigError(f"shape '{s['name']}': q_len must be <= kv_len", where)
-        shapes.append(ShapeSpec(**s))
-    kv = got.get("kvcache", {})
-    _check_keys(kv, ["tokens"], "[kernel.kvcache]", loc, "kernel.kvcache")
-    toks = kv.get("tokens", [512])
-    if not isinstance(toks, list) or not toks:
-        raise ConfigError("'tokens' must be a non-empty list", loc.at("kernel.kvcache", "tokens"))
-    for t in toks:
-        _typed(t, int, "tokens", loc.at("kernel.kvcache", "tokens"), 1)
-    return KernelSettings(tuple(shapes), tuple(toks))
+def _kernel_settings(got: Mapping[str, Any], loc: Locator) -> KernelSettings:
+    """``[kernel]``: one sub-table per family that declares a ``kernel_section`` parser."""
+    parsers = {f.name: f.kernel_section for f in families() if f.kernel_section is not None}
+    for k in got:
+        if k not in parsers:  # located at its [kernel.<k>] header, else at `k = ...`
+            where = loc.at(f"kernel.{k}")
+            where = loc.at("kernel", k) if where == loc.path else where
+            raise ConfigError(f"unknown key '{k}' in [kernel]; valid keys: {list(parsers)}",
+                              where)
+    sections = []
+    for name, parse in parsers.items():
+        table = got.get(name, {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"[kernel.{name}] must be a table", loc.at("kernel", name))
+        sections.append((name, parse(table, Section(loc, f"kernel.{name}"))))
+    return KernelSettings(tuple(sections))
 
 
-def _serving_settings(got: Mapping[str, Any], loc: _Locator) -> ServingSettings:
+def _serving_settings(got: Mapping[str, Any], loc: Locator) -> ServingSettings:
     got = dict(got)
     slo = got.pop("slo", None)
     lows = {"requests": 1, "rate": 1e-6, "cv": 1e-6, "output_tokens": 1, "max_batch": 1,
@@ -236,15 +169,15 @@ def _serving_settings(got: Mapping[str, Any], loc: _Locator) -> ServingSettings:
         where = loc.at("serving", "slo")
         if not isinstance(slo, dict):
             raise ConfigError("'slo' must be a table like { ttft_s = 0.5 }", where)
-        _check_keys(slo, list(_SLO_KEYS), "slo", loc, "serving")
-        items = tuple((k, _typed(v, float, k, where, 0.0)) for k, v in slo.items())
+        check_keys(slo, list(_SLO_KEYS), "slo", loc, "serving")
+        items = tuple((k, typed(v, float, k, where, 0.0)) for k, v in slo.items())
         ss = ServingSettings(**{**ss.__dict__, "slo": items})
     return ss
 
 
-def _bench(i: int, got: Mapping[str, Any], loc: _Locator) -> Bench:
+def _bench(i: int, got: Mapping[str, Any], loc: Locator) -> Bench:
     where = loc.at("bench", None, index=i)
-    _check_keys(got, ["technique", "levels", "params"], "[[bench]]", loc, "bench", i)
+    check_keys(got, ["technique", "levels", "params"], "[[bench]]", loc, "bench", i)
     if "technique" not in got:
         raise ConfigError("[[bench]] needs 'technique'", where)
     tech = registry.get(got["technique"], loc.at("bench", "technique", index=i))
@@ -278,12 +211,12 @@ def _bench(i: int, got: Mapping[str, Any], loc: _Locator) -> Bench:
 
 def parse(text: str, path: str = "<preset>") -> Preset:
     """Validate preset ``text``; raise ConfigError with file:line on the first problem."""
-    loc = _Locator(path, text)
+    loc = Locator(path, text)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"not valid TOML: {e}", path) from None
-    _check_keys(data, list(_SECTIONS), "the preset", loc, None)
+    check_keys(data, list(_SECTIONS), "the preset", loc, None)
     benches = data.get("bench", [])
     if not isinstance(benches, list) or not benches:
         raise ConfigError("a preset needs at least one [[bench]] table", path)
@@ -299,7 +232,7 @@ def parse(text: str, path: str = "<preset>") -> Preset:
     )
 
 
-def _gate(got: Any, loc: _Locator) -> tuple[tuple[str, Any], ...]:
+def _gate(got: Any, loc: Locator) -> tuple[tuple[str, Any], ...]:
     """Validate ``[gate]`` threshold overrides now, so a typo fails before any run."""
     from effbench.suite.gate import Thresholds
 

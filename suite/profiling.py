@@ -13,15 +13,13 @@ import math
 import time
 from typing import Any
 
+from effbench.suite import metrics
 from effbench.suite.records import Record
 from effbench.suite.store import RunStore
 
-_METRICS = {  # column of the sweep table -> (unit, direction)
-    "tklqt_us_per_step": ("us", "lower"),
-    "t_lq_median_us": ("us", "lower"),
-    "gpu_idle_fraction": ("fraction", "lower"),
-    "kernels_per_step": ("count", "lower"),
-}
+_COLUMNS = ("tklqt_us_per_step", "t_lq_median_us", "gpu_idle_fraction", "kernels_per_step")
+"""Columns of the sweep table stored as ``tklqt.<column>``, with the unit and direction the
+TKLQT profiler declares for them (effbench.profilers.metrics)."""
 
 
 def sweep_records(
@@ -40,11 +38,12 @@ def sweep_records(
             cases.append([Record(**base, metric="tklqt.unavailable", value=math.nan, unit="",
                                  direction="lower", status="skipped", error=unavailable)])
             continue
-        cases.append([
-            Record(**base, metric=f"tklqt.{col}", value=float(row[col]), unit=unit,
-                   direction=direction, samples=(float(row[col]),), stats={"n": 1})
-            for col, (unit, direction) in _METRICS.items() if col in row
-        ])
+        recs = []
+        for col in (c for c in _COLUMNS if c in row):
+            spec, value = metrics.get(f"tklqt.{col}"), float(row[col])
+            recs.append(Record(**base, metric=spec.name, value=value, unit=spec.unit,
+                               direction=spec.direction, samples=(value,), stats={"n": 1}))
+        cases.append(recs)
     return cases
 
 

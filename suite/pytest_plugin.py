@@ -141,32 +141,15 @@ def effbench_case(request: pytest.FixtureRequest, benchmark: Any) -> KernelBench
 
 
 def kernel_callable(case: Any, ctx: Any) -> Callable[[], Any]:
-    """The timed work of a kernel case, on the same inputs as ``effbench.suite.levels.kernel``
-    builds.
-
-    attention: forward (q_len > 1) or decode (q_len == 1) on seeded random q, k, v.
-    kvcache: appending a whole sequence token by token to a fresh cache.
+    """The timed work of a kernel case, as its family defines it (``Family.kernel_timed``),
+    on the same inputs as the family's kernel level builds (effbench.suite.levels.kernel for
+    attention: forward or decode on seeded q, k, v; for the KV cache: a whole sequence
+    appended token by token to a fresh cache).
     """
-    import torch
     from effbench.suite import registry
-    from effbench.suite.levels import kernel as kernel_level
+    from effbench.suite.family import get_family
 
-    impl = registry.get(case.technique).build(case.param_dict)
-    if case.family == "attention":
-        shape, q, k, v = kernel_level.attention_inputs(case, ctx)
-        fn = kernel_level.attention_kernel(impl, shape)
-
-        def attention() -> Any:
-            with torch.inference_mode():
-                return fn(q, k, v)
-
-        return attention
-    if case.family == "kvcache":
-        layout, _, data = kernel_level.kvcache_inputs(case, ctx)
-
-        def fill() -> Any:
-            with torch.inference_mode():
-                return kernel_level.fill_token_by_token(impl, layout, data)
-
-        return fill
-    raise ValueError(f"family {case.family} has no kernel level")
+    timed = get_family(case.family).kernel_timed
+    if timed is None:
+        raise ValueError(f"family {case.family} has no timed kernel work")
+    return timed(case, ctx, registry.get(case.technique).build(case.param_dict))

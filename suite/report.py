@@ -3,7 +3,9 @@
 ``summary_table`` is pure (records frame in, frames out) so the CLI, the dashboard and tests
 share it; ``render_text`` only lays the tables out for a terminal. Each cell reads like
 ``12.3 ms ±4.1%``: the median, auto-scaled with its unit, and the relative half-width of its
-confidence interval, so a reader sees both the number and how much to trust it.
+confidence interval, so a reader sees both the number and how much to trust it. Columns come
+in the order the metrics' producers declared them (effbench.suite.metrics); each cell is
+scaled by the unit its record carries (the unit the value was measured in).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from effbench.suite import metrics
 from effbench.suite.family import family_index
 from effbench.suite.technique import LEVELS
 
@@ -164,9 +167,22 @@ def _unit_rank(unit: str) -> int:
 
 
 def metric_order(df: pd.DataFrame) -> list[str]:
-    """Metrics ordered for reading: times, throughputs, ratios, memory, percentages, others."""
+    """Metrics ordered for reading, from their declarations (effbench.suite.metrics).
+
+    Declared metrics first: measured ones (``timing``), then exact ones (``count``), then
+    deterministic results such as quality and errors (``numeric``), each group in the order
+    its producer declared them. Metrics nothing declares (another tool's records, an older
+    effbench) follow, grouped by unit: times, throughputs, ratios, memory, percentages, others.
+    """
     units = df.groupby("metric", sort=False)["unit"].first()
-    return sorted(units.index, key=lambda m: (_unit_rank(str(units[m] or "")), str(m)))
+
+    def key(m: str) -> tuple:
+        s = metrics.spec(str(m))
+        if s is not None:
+            return (0, metrics.KINDS.index(s.kind), metrics.position(str(m)), "")
+        return (1, _unit_rank(str(units[m] or "")), 0, str(m))
+
+    return sorted(units.index, key=key)
 
 
 def _error_text(status: str, error: Any) -> str:

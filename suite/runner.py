@@ -19,19 +19,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from tqdm import tqdm
+
 from effbench.suite import registry
 from effbench.suite.cases import Case, expand
 from effbench.suite.context import RunContext, check_model
 from effbench.suite.devices import describe, resolve_device, resolve_dtype
 from effbench.suite.errors import ConfigError
-from effbench.suite.levels import Metric, scalar
+from effbench.suite.family import get_family
+from effbench.suite.levels import Metric, profiler_reading
 from effbench.suite.levels import engine as engine_level
 from effbench.suite.levels import kernel as kernel_level
 from effbench.suite.levels import serving as serving_level
 from effbench.suite.presets import Preset
 from effbench.suite.records import Record
 from effbench.suite.store import RunStore, check_writable
-from tqdm import tqdm
 
 if TYPE_CHECKING:  # pragma: no cover
     from effbench.profilers.base import ProfileResult
@@ -99,8 +101,8 @@ def _profiler_records(
 ) -> list[Record]:
     """Profiler metrics as records named ``profiler.metric``; the ones that did not run, skipped.
 
-    A profiler result carries no direction, so it is read from the unit: rates (``.../s``)
-    are better higher, everything else a profiler reports (J, W, s, B) better lower.
+    A profiler result carries no direction: it is the one the profilers declare
+    (effbench.profilers.metrics); an undeclared reading is better lower unless it is a rate.
 
     A profiler that could not run here becomes one ``skipped`` record ``<profiler>.unavailable``
     with the reason in ``error``; one that broke (its ``start()`` or ``stop()`` raised, or the
@@ -116,8 +118,7 @@ def _profiler_records(
                                          "skipped", why))
             continue
         for name, (value, unit) in r.metrics.items():
-            direction = "higher" if unit.endswith("/s") else "lower"
-            metrics.append(scalar(f"{r.profiler}.{name}", value, unit, direction))
+            metrics.append(profiler_reading(f"{r.profiler}.{name}", value, unit))
     return _records(case, device, run_id, metrics) + skipped
 
 
@@ -161,8 +162,8 @@ def run(
             raise ConfigError(
                 f"unknown profiler {bad[0]!r}; valid profilers: {sorted(PROFILERS)}", "--profile"
             )
-    needs_model = any(c.level != "kernel" for c in cases) or any(
-        c.family in ("attention", "kvcache") for c in cases
+    needs_model = any(
+        c.level != "kernel" or get_family(c.family).kernel_needs_model for c in cases
     )
     if needs_model:
         try:

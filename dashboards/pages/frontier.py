@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import streamlit as st
+
 from effbench.dashboards.charts import frontier_figure
 from effbench.dashboards.data import (
     FILTER_COLUMNS,

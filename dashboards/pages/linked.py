@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import streamlit as st
+
 from effbench.dashboards.analysis import linked_levels
 from effbench.dashboards.charts import comparison_bar
 from effbench.dashboards.data import case_metrics
@@ -13,17 +14,19 @@ LEVEL_METRICS = {
                "top1_agreement", "acceptance_rate"],
     "serving": ["output_throughput", "ttft", "tpot", "goodput", "slo_attainment"],
 }
-BASELINES = {"attention": "dense", "kvcache": "full-cache", "scheduling": "static-batching",
-             "decoding": "autoregressive"}
 
 
 def _baseline(family: str) -> str:
-    try:
-        from effbench.suite.registry import baseline_of  # noqa: PLC0415 - imports every adapter
+    """The family's registered baseline; empty for a family no longer declared or without one
+    (a stored run may name either).
+    """
+    from effbench.suite.errors import ConfigError
+    from effbench.suite.registry import baseline_of  # imports every adapter: only when shown
 
+    try:
         return baseline_of(family).name
-    except (ImportError, LookupError):
-        return BASELINES.get(family, "")
+    except (ConfigError, LookupError):
+        return ""
 
 
 def render() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import streamlit as st
+
 from effbench.dashboards.analysis import profile_metrics, tklqt_sweep, transitions
 from effbench.dashboards.charts import comparison_bar, tklqt_figure
 from effbench.dashboards.data import case_metrics, metric_columns

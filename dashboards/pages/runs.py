@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import streamlit as st
+
 from effbench.dashboards.charts import comparison_bar
 from effbench.dashboards.state import page_store
 from effbench.suite.errors import EffbenchError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+
 from effbench.dashboards.analysis import best_cases
 from effbench.dashboards.data import case_metrics, metric_info
 from effbench.dashboards.state import current_root, load_store

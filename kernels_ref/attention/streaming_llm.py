@@ -64,7 +64,8 @@ class SlidingWindowAttention(AttentionBase):
     def decode(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                meta: AttentionMeta | None = None) -> torch.Tensor:
         """Attend to the gathered sinks and last ``window`` keys only, without a mask (with a
-        mask predicate in ``meta``: over every key, the predicate and the window both applied)."""
+        mask predicate in ``meta``: over every key, the predicate and the window both applied).
+        """
         q_len, kv_len = check_qkv(q, k, v)
         if q_len != 1:
             raise ValueError(f"decode takes one query, got q_len={q_len}; use forward")

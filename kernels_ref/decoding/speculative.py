@@ -155,7 +155,8 @@ class Speculative(DecoderBase):
         """Counts, plus ``acceptance_alpha``: the per-token acceptance probability a under the
         iid model of Leviathan et al., estimated by maximum likelihood from the accepted run
         lengths (accepted / (accepted + rejections); a step that accepts every draft is
-        censored, not a rejection). ``acceptance_rate`` is accepted / proposed."""
+        censored, not a rejection). ``acceptance_rate`` is accepted / proposed.
+        """
         steps = max(self.verify_steps, 1)
         seen = self.accepted + self.rejections
         return {

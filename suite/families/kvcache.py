@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from effbench.kernels_ref.protocols import KVCacheFactory
+from effbench.suite.errors import ConfigError
 from effbench.suite.family import Family, register_family
+from effbench.suite.preset_checks import Section
+
+
+@dataclass(frozen=True)
+class KVCacheKernelSettings:
+    """``[kernel.kvcache]``: sequence lengths kernel cases fill a cache to (workload ``kv-N``)."""
+
+    tokens: tuple[int, ...] = (512,)
+
+
+def _kernel_section(got: Mapping[str, Any], sec: Section) -> KVCacheKernelSettings:
+    """Validate ``[kernel.kvcache] tokens = [N, ...]`` (a non-empty list of ints >= 1)."""
+    sec.check_keys(got, ["tokens"])
+    toks = got.get("tokens", list(KVCacheKernelSettings.tokens))
+    if not isinstance(toks, list) or not toks:
+        raise ConfigError("'tokens' must be a non-empty list", sec.at("tokens"))
+    for t in toks:
+        sec.typed(t, int, "tokens", 1)
+    return KVCacheKernelSettings(tuple(toks))
 
 
 def _workloads(preset: Any) -> list[str]:
-    return [f"kv-{t}" for t in preset.kernel.kv_tokens]
+    return [f"kv-{t}" for t in preset.kernel["kvcache"].tokens]
 
 
 def _run(case: Any, ctx: Any) -> list[Any]:
@@ -34,5 +56,6 @@ FAMILY = register_family(Family(
     kernel_run=_run,
     kernel_timed=_timed,
     kernel_needs_model=True,
+    kernel_section=_kernel_section,
     order=1,
 ))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from effbench.kernels_ref.decoding import Autoregressive
+
 from effbench.kernels_ref.engine import (
     Engine,
     EngineConfig,
@@ -36,14 +36,55 @@ from effbench.kernels_ref.scheduling import ContinuousBatching
 from effbench.suite import registry
 from effbench.suite.cases import Case
 from effbench.suite.context import RunContext
+from effbench.suite.family import families, get_family
 from effbench.suite.levels import Metric, from_samples, scalar
+from effbench.suite.metrics import MetricSpec, declare
 from effbench.suite.stats import summarize
 
-_FAMILY_SLOT = {"attention": "attention", "kvcache": "cache", "decoding": "decoder"}
+METRICS = declare(
+    "engine",
+    # speed (speed): one sample per generation run
+    MetricSpec("decode_tokens_per_s", "tok/s", "higher", "timing",
+               "tokens emitted by decode-only steps / their summed duration"),
+    MetricSpec("prefill_tokens_per_s", "tok/s", "higher", "timing",
+               "prompt tokens / summed duration of the steps that prefill"),
+    MetricSpec("batch_latency", "s", "lower", "timing", "wall time of one generation run"),
+    MetricSpec("speedup", "x", "higher", "timing",
+               "baseline batch_latency / technique batch_latency, per interleaved round"),
+    # energy (energy_metrics), with the energy profiler attached
+    MetricSpec("energy_per_token_prefill", "J/token", "lower", "timing",
+               "prefill-phase joules / prompt tokens"),
+    MetricSpec("energy_per_token_decode", "J/token", "lower", "timing",
+               "decode-phase joules / tokens emitted by decode steps"),
+    MetricSpec("energy_per_request", "J", "lower", "timing", "joules / requests served"),
+    # KV memory (kv_memory) and decoders (decoding_metrics)
+    MetricSpec("kv_bytes_per_token", "B", "lower", "count",
+               "cache bytes / tokens after prefilling real prompts"),
+    MetricSpec("tokens_per_step", "tokens", "higher", "count",
+               "tokens committed per verification step"),
+    MetricSpec("acceptance_rate", "fraction", "higher", "count",
+               "accepted draft tokens / proposed draft tokens"),
+    MetricSpec("exact_match", "fraction", "higher", "count",
+               "requests whose greedy output equals the baseline decoder's"),
+    # quality (quality): teacher-forced logits against the all-baseline engine's
+    MetricSpec("perplexity", "ppl", "lower", "numeric", "exp(mean NLL of the continuations)"),
+    MetricSpec("top1_agreement", "fraction", "higher", "numeric",
+               "positions where the argmax equals the baseline's"),
+    MetricSpec("kl_vs_baseline", "nats/token", "lower", "numeric",
+               "mean KL(P_baseline || P_technique) per token"),
+)
+"""What this level measures (effbench.suite.metrics); docs/METRICS.md defines each one."""
 
 
 @dataclass(frozen=True)
 class Components:
+    """What fills the engine's attention, cache and decoder slots for one run.
+
+    The decoder is kept as (technique, params) and built fresh per run by ``decoder()``: it
+    holds per-request state. The scheduler is not a component here (the engine level always
+    runs continuous batching; the serving level plugs the case's scheduler in).
+    """
+
     attention: Any
     cache: Any
     decoder_name: str
@@ -54,19 +95,26 @@ class Components:
 
 
 def components(family: str, technique: str | None, params: dict | None) -> Components:
-    """The family's technique in its slot and every other family's baseline elsewhere."""
-    parts = {
-        "attention": registry.baseline_of("attention").build(),
-        "cache": registry.baseline_of("kvcache").build(),
-    }
-    dec_name, dec_params = registry.baseline_of("decoding").name, ()
+    """The family's technique in its engine slot and a family baseline in every other slot.
+
+    A slot's baseline is that of the first family (in report order) plugging into it
+    (``Family.engine_slot``); ``technique=None`` gives the all-baseline components.
+    """
+    chosen: dict[str, tuple[str, tuple]] = {}
+    for fam in families():
+        if fam.engine_slot is not None:
+            chosen.setdefault(fam.engine_slot, (registry.baseline_of(fam.name).name, ()))
     if technique is not None:
-        slot = _FAMILY_SLOT[family]
-        if slot == "decoder":
-            dec_name, dec_params = technique, tuple(sorted((params or {}).items()))
-        else:
-            parts[slot] = registry.get(technique).build(params or {})
-    return Components(parts["attention"], parts["cache"], dec_name, dec_params)
+        slot = get_family(family).engine_slot
+        if slot is None:
+            raise ValueError(f"family {family} has no engine slot")
+        chosen[slot] = (technique, tuple(sorted((params or {}).items())))
+
+    def build(slot: str) -> Any:
+        name, given = chosen[slot]
+        return registry.get(name).build(dict(given))
+
+    return Components(build("attention"), build("cache"), *chosen["decoder"])
 
 
 class PhaseWindows:
@@ -288,15 +336,17 @@ def decoding_metrics(res: EngineResult, baseline: EngineResult | None) -> list[M
 
 
 def run(case: Case, ctx: RunContext) -> list[Metric]:
-    if case.family not in _FAMILY_SLOT:
+    """Speed, then what the technique's engine slot changes: output agreement for a decoder
+    (against the slot's baseline run side by side; none for the baseline itself), quality and
+    KV memory for attention and cache techniques.
+    """
+    fam = get_family(case.family)
+    if "engine" not in fam.levels or fam.engine_slot not in ("attention", "cache", "decoder"):
         raise ValueError(f"family {case.family} has no engine level")
     comp = components(case.family, case.technique, case.param_dict)
     metrics, runs = speed(ctx, case, comp)
-    if case.family == "decoding":
-        base = runs["baseline"]
-        if base is None and not isinstance(comp.decoder(), Autoregressive):
-            base = generate(ctx, components("decoding", None, None), ctx.preset.engine.batch)
-        metrics += decoding_metrics(runs["result"], base)
+    if fam.engine_slot == "decoder":
+        metrics += decoding_metrics(runs["result"], runs["baseline"])
     else:
         metrics += quality(ctx, case, comp)
         metrics += kv_memory(ctx, comp)

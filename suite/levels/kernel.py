@@ -1,10 +1,15 @@
 """Kernel level: one operator on synthetic tensors of the model's head layout.
 
+``run`` hands a case to its family's kernel runner (``Family.kernel_run``); the attention and
+KV-cache runners live here, each with its timed work (``*_timed``, shared with the pytest
+plugin), and every metric they produce is declared at the top (``METRICS``).
+
 attention: latency of forward (q_len > 1) or decode (q_len == 1), analytic FLOPs and bytes
-turned into TFLOP/s and GB/s, and the max absolute error against dense attention (the dense
-baseline itself is checked against a float64 reference).
+turned into TFLOP/s and GB/s, and the max absolute error against the family's registered
+baseline (the baseline itself is checked against a float64 reference).
 kvcache: per-token append latency over a whole sequence, read latency, bytes per token measured
-from the cache's real tensors, compression ratio against the full cache, reconstruction error.
+from the cache's real tensors, compression ratio against the family's baseline cache,
+reconstruction error.
 """
 
 from __future__ import annotations
@@ -13,19 +18,50 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from effbench.kernels_ref.attention import DenseAttention, reference_attention
-from effbench.kernels_ref.kvcache import FullKVCacheFactory
+
+from effbench.kernels_ref.attention import reference_attention
 from effbench.kernels_ref.protocols import AttentionShape, CacheLayout
 from effbench.profilers.bandwidth import device_peak, roofline
 from effbench.suite import registry
 from effbench.suite.cases import Case
 from effbench.suite.context import RunContext
+from effbench.suite.family import get_family
 from effbench.suite.levels import Metric, from_samples, scalar, timing_extra
+from effbench.suite.metrics import MetricSpec, declare
 from effbench.suite.timing import measure
+
+METRICS = declare(
+    "kernel",
+    # attention (attention_case)
+    MetricSpec("latency", "s", "lower", "timing", "seconds per attention call"),
+    MetricSpec("tflops", "TFLOP/s", "higher", "timing", "analytic FLOPs / latency"),
+    MetricSpec("bandwidth", "GB/s", "higher", "timing", "analytic bytes / latency"),
+    MetricSpec("flops", "FLOP", "lower", "count", "analytic FLOPs of one call"),
+    MetricSpec("bytes_moved", "B", "lower", "count", "analytic bytes of one call"),
+    MetricSpec("max_abs_error", "abs", "lower", "numeric",
+               "max |out - ref| against the family baseline (baseline: a float64 oracle)"),
+    # KV cache (kvcache_case)
+    MetricSpec("append_latency_per_token", "s", "lower", "timing",
+               "seconds to append one token to every layer, over a whole sequence"),
+    MetricSpec("read_latency", "s", "lower", "timing", "seconds to read every layer"),
+    MetricSpec("bytes_per_token", "B", "lower", "count", "cache bytes / tokens held"),
+    MetricSpec("compression_ratio", "x", "higher", "count",
+               "the family baseline's bytes / this cache's bytes, same tokens"),
+    MetricSpec("key_rel_error", "rel", "lower", "numeric", "max over layers of |K^ - K| / |K|"),
+    MetricSpec("value_rel_error", "rel", "lower", "numeric",
+               "max over layers of |V^ - V| / |V|"),
+    # the roofline point of the timed kernel (roofline_metrics; attention and KV read)
+    MetricSpec("arithmetic_intensity", "FLOP/B", "higher", "count", "analytic FLOPs / bytes"),
+    MetricSpec("pct_peak_bandwidth", "%", "higher", "timing",
+               "bytes / median latency as a percentage of the device's peak bandwidth"),
+    MetricSpec("pct_peak_compute", "%", "higher", "timing",
+               "FLOPs / median latency as a percentage of the device's peak compute"),
+)
+"""What this level measures (effbench.suite.metrics); docs/METRICS.md defines each one."""
 
 
 def attention_shape(case: Case, ctx: RunContext) -> AttentionShape:
-    spec = next(s for s in ctx.preset.kernel.attention_shapes if s.name == case.workload)
+    spec = next(s for s in ctx.preset.kernel[case.family].shapes if s.name == case.workload)
     cfg = ctx.model_config
     return AttentionShape(
         batch=spec.batch,
@@ -94,16 +130,36 @@ def fill_token_by_token(
     return cache
 
 
-def attention_case(case: Case, ctx: RunContext) -> list[Metric]:
+def attention_timed(case: Case, ctx: RunContext, backend: Any) -> Callable[[], torch.Tensor]:
+    """The timed work of an attention case: ``backend``'s forward (q_len > 1) or decode
+    (q_len == 1) on the case's seeded q, k, v, under inference mode.
+    """
     shape, q, k, v = attention_inputs(case, ctx)
-    backend = registry.get(case.technique).build(case.param_dict)
+    fn = attention_kernel(backend, shape)
+
+    def attention() -> torch.Tensor:
+        with torch.inference_mode():
+            return fn(q, k, v)
+
+    return attention
+
+
+def attention_case(case: Case, ctx: RunContext) -> list[Metric]:
+    """Latency, rates, analytic FLOPs/bytes and the error against the family baseline.
+
+    The baseline itself is checked against a float64 explicit-softmax oracle; every other
+    backend against the registered baseline (``registry.baseline_of``) on the same inputs.
+    """
+    shape, q, k, v = attention_inputs(case, ctx)
+    tech = registry.get(case.technique)
+    backend = tech.build(case.param_dict)
     fn = attention_kernel(backend, shape)
     with torch.inference_mode():
         out = fn(q, k, v)
-        if registry.get(case.technique).baseline:
+        if tech.baseline:
             ref = reference_attention(q.double(), k.double(), v.double())
         else:
-            ref = DenseAttention().forward(q, k, v)
+            ref = registry.baseline_of(case.family).build().forward(q, k, v)
         err = (out.double() - ref.double()).abs().max().item()
         m = measure(lambda: fn(q, k, v), **ctx.timing_options())
     flops, nbytes = backend.flops(shape), backend.bytes(shape)
@@ -136,7 +192,25 @@ def roofline_metrics(ctx: RunContext, nbytes: float, flops: float, seconds: floa
     ]
 
 
+def kvcache_timed(case: Case, ctx: RunContext, factory: Any) -> Callable[[], Any]:
+    """The timed work of a KV-cache case: a fresh cache from ``factory`` filled token by
+    token with the case's seeded keys and values, every layer, under inference mode.
+    """
+    layout, _, data = kvcache_inputs(case, ctx)
+
+    def fill() -> Any:
+        with torch.inference_mode():
+            return fill_token_by_token(factory, layout, data)
+
+    return fill
+
+
 def kvcache_case(case: Case, ctx: RunContext) -> list[Metric]:
+    """Append and read latency, bytes per token, compression and reconstruction error.
+
+    The compression ratio is against the family baseline (``registry.baseline_of``) holding
+    the same tokens at the run dtype.
+    """
     layout, tokens, data = kvcache_inputs(case, ctx)
     factory = registry.get(case.technique).build(case.param_dict)
 
@@ -147,7 +221,7 @@ def kvcache_case(case: Case, ctx: RunContext) -> list[Metric]:
     opts = ctx.timing_options()
     with torch.inference_mode():
         cache = fill_token_by_token(factory, layout, data)
-        full = FullKVCacheFactory().new_cache(layout)
+        full = registry.baseline_of(case.family).build().new_cache(layout)
         for layer, (k, v) in enumerate(data):
             full.append(layer, k, v)
         kerr, verr = [], []
@@ -173,8 +247,8 @@ def kvcache_case(case: Case, ctx: RunContext) -> list[Metric]:
 
 
 def run(case: Case, ctx: RunContext) -> list[Metric]:
-    if case.family == "attention":
-        return attention_case(case, ctx)
-    if case.family == "kvcache":
-        return kvcache_case(case, ctx)
-    raise ValueError(f"family {case.family} has no kernel level")
+    """Run a kernel case with its family's kernel runner (``Family.kernel_run``)."""
+    kernel_run = get_family(case.family).kernel_run
+    if kernel_run is None:
+        raise ValueError(f"family {case.family} has no kernel level")
+    return kernel_run(case, ctx)

@@ -17,6 +17,7 @@ from effbench.suite.cases import Case
 from effbench.suite.context import RunContext
 from effbench.suite.levels import Metric, from_samples, scalar
 from effbench.suite.levels.engine import components
+from effbench.suite.metrics import MetricSpec, declare
 from effbench.suite.serving_metrics import (
     LATENCY_METRICS,
     METRICS,
@@ -24,6 +25,14 @@ from effbench.suite.serving_metrics import (
     serving_summary,
 )
 from effbench.suite.workloads import ArrivalSpec
+
+DECLARED = declare(
+    "serving",
+    *(MetricSpec(name, info.unit, info.direction, "timing", info.definition)
+      for name, info in METRICS.items()),
+)
+"""Every serving metric (the table of effbench.suite.serving_metrics), all measured in real
+time from one run's timelines and so noisy (``timing``)."""
 
 
 def _engine(ctx: RunContext, case: Case) -> Engine:

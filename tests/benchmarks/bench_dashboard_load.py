@@ -27,8 +27,9 @@ except ModuleNotFoundError:  # a checkout without ``pip install -e .``
     from effbench.suite.records import Record
 
 import streamlit as st
-from effbench.suite.store import RunStore
 from streamlit.testing.v1 import AppTest
+
+from effbench.suite.store import RunStore
 
 APP = Path(__file__).resolve().parents[2] / "dashboards" / "app.py"
 METRICS = (  # name, unit, direction

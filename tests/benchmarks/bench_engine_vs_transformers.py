@@ -14,6 +14,7 @@ import statistics
 import time
 
 import torch
+
 from effbench.kernels_ref.attention import DenseAttention
 from effbench.kernels_ref.checkpoint import EMBEDDED, load_checkpoint
 from effbench.kernels_ref.decoding import Autoregressive

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from effbench.kernels_ref.attention import DenseAttention
 from effbench.kernels_ref.checkpoint import EMBEDDED, load_checkpoint
 from effbench.kernels_ref.decoding import Autoregressive

@@ -37,8 +37,9 @@ def main() -> None:
     if not files:
         raise SystemExit(f"no traces under {TRACE_DIR}")
     path = files[-1]
-    import effbench.profilers.tklqt  # noqa: F401
     import hta.trace_analysis  # noqa: F401  (import cost kept out of the timings)
+
+    import effbench.profilers.tklqt  # noqa: F401
 
     times: dict[str, list[float]] = {"ours": [], "hta": []}
     rows: dict[str, int] = {}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from effbench.suite.cli import main
 from effbench.suite.store import load_records
 

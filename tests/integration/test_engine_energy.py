@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from effbench.profilers.energy import EnergyProfiler
 from effbench.profilers.rapl import NullRAPL
 from effbench.suite import presets

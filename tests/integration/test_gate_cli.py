@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from effbench.suite.cli import main as cli_main
 from effbench.suite.cli import main as effbench
 from effbench.suite.store import list_runs, load_records

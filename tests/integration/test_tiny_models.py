@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from effbench.kernels_ref import evalset, train
 from effbench.kernels_ref.checkpoint import EMBEDDED, load_checkpoint, resolve_model
 from effbench.kernels_ref.model import LlamaModel

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from effbench.profilers.kineto import load_trace
 from effbench.profilers.tklqt import kernel_table
 

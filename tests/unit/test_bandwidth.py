@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import effbench.profilers.bandwidth as bw
 import pytest
+
+import effbench.profilers.bandwidth as bw
 from effbench.profilers.bandwidth import (
     BandwidthProfiler,
     NullMemoryBusy,

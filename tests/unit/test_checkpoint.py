@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
+
 from effbench.kernels_ref import checkpoint as ckpt
 from effbench.kernels_ref.model import LlamaConfig, LlamaModel
 from effbench.kernels_ref.tokenizer import Tokenizer, train_bpe
-from safetensors.torch import load_file, save_file
 
 SMALL = dict(
     vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from effbench.kernels_ref import corpus
 from effbench.kernels_ref.tokenizer import Tokenizer, train_bpe
 

@@ -19,6 +19,7 @@ from dash_helpers import (  # noqa: E402
     mini_store,
     profile_store,
 )
+
 from effbench.dashboards.data import (  # noqa: E402
     case_metrics,
     filter_cases,

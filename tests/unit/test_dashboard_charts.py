@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+
 from effbench.dashboards.analysis import profile_metrics
 from effbench.dashboards.charts import (
     better_corner,

@@ -1,24 +1,34 @@
 """The docs are a contract, checked against the source.
 
-- Every metric the level runners emit has an entry in docs/METRICS.md, and the summary table there
-  states the unit and direction the code uses. Metric names are read from the source with ``ast``
-  (first argument of every ``from_samples(...)`` / ``scalar(...)`` call), resolving loop variables
-  over literal tuples; a call whose metric cannot be resolved fails the test instead of being
-  skipped.
+- Every metric declared by the code that produces it (effbench.suite.metrics: the level runners,
+  the family modules, the runner's failure record) has an entry in docs/METRICS.md, and the
+  summary table there states the declared unit and direction and lists nothing undeclared; every
+  profiler metric declared in profilers/metrics.py is named in its "Profiler metrics" section. The
+  level runners cannot emit an undeclared metric (``from_samples``/``scalar`` refuse it), so the
+  declarations are what the code emits.
 - docs/ADDING_A_TECHNIQUE.md: every repository path it names exists; its Python snippets parse,
-  import names that exist, copy real signatures, and call ``register``/``Param`` with real
-  keywords; its preset snippet is a valid preset.
+  import names that exist (modules of the ``effbench`` namespace, resolved to the repository's
+  folders; a bare ``suite.``/``kernels_ref.`` import is an error), copy real signatures, and call
+  ``register``/``Param`` with real keywords; its preset snippet is a valid preset.
+- docs/ARCHITECTURE.md: every repository path it names exists; in both docs every backticked
+  ``effbench.<package>...`` name is a module or a top-level name of one.
 """
 
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 import sys
 from functools import cache
 from pathlib import Path
 
 import pytest
+
+from effbench.suite import levels, metrics
+from effbench.suite.metrics import MetricSpec
+from effbench.suite.serving_metrics import LATENCY_METRICS
+from effbench.suite.serving_metrics import METRICS as SERVING_METRICS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,12 +38,13 @@ else:  # pragma: no cover
 ROOT = Path(__file__).resolve().parents[2]
 METRICS_MD = ROOT / "docs" / "METRICS.md"
 ADDING_MD = ROOT / "docs" / "ADDING_A_TECHNIQUE.md"
-LEVELS_DIR = ROOT / "suite" / "levels"
-LEVEL_FILES = ("kernel.py", "engine.py")  # serving.py emits exactly serving_metrics.METRICS
+LEVEL_SOURCES = ("kernel", "engine", "serving")
+TABLE_SOURCES = (*LEVEL_SOURCES, "runner")  # the summary table: level metrics, failure record
 HELPERS = ("from_samples", "scalar")
-# Both helpers are ``(metric, <samples|value>, unit, direction)``; checked below.
+# Both helpers are ``(metric, <samples|value>, unit, direction)``, as METRICS.md describes them.
 ARG_POSITIONS = {"metric": 0, "unit": 2, "direction": 3}
 PROJECT_PACKAGES = ("suite", "kernels_ref", "adapters")
+NAMESPACE = "effbench"  # every project module imports as effbench.<folder>... (setup.py)
 PATH_RE = re.compile(
     r"(?<![\w/.-])((?:adapters|kernels_ref|suite|tests|docs)/[\w./-]*?\.(?:py|toml|md))\b"
 )
@@ -41,10 +52,6 @@ PATH_RE = re.compile(
 
 # --------------------------------------------------------------------------------------------
 # Source side
-
-
-def _rel(path: Path) -> str:
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def _parse(path: Path) -> ast.Module:
@@ -59,120 +66,9 @@ def _call_name(call: ast.Call) -> str | None:
     return None
 
 
-def _literal_strings(node: ast.AST) -> list[str] | None:
-    """``["x"]`` for a string constant, the items of a tuple/list of string constants, else None."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return [node.value]
-    if isinstance(node, (ast.Tuple, ast.List)) and node.elts:
-        items = [_literal_strings(e) for e in node.elts]
-        if all(i is not None and len(i) == 1 for i in items):
-            return [i[0] for i in items]
-    return None
-
-
-class _MetricCalls(ast.NodeVisitor):
-    """Collects ``(metric, unit, direction, file:line)`` of every helper call in one module."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.loop_vars: dict[str, list[str]] = {}
-        self.found: list[tuple[str, str, str, str]] = []
-        self.unresolved: list[str] = []
-
-    def _resolve(self, node: ast.AST | None) -> list[str] | None:
-        if node is None:
-            return None
-        if isinstance(node, ast.Name) and node.id in self.loop_vars:
-            return self.loop_vars[node.id]
-        return _literal_strings(node) if isinstance(node, ast.Constant) else None
-
-    def visit_For(self, node: ast.For) -> None:
-        values = _literal_strings(node.iter)
-        if not isinstance(node.target, ast.Name) or values is None:
-            self.generic_visit(node)
-            return
-        name = node.target.id
-        saved = self.loop_vars.get(name)
-        self.loop_vars[name] = values
-        for child in (*node.body, *node.orelse):
-            self.visit(child)
-        if saved is None:
-            del self.loop_vars[name]
-        else:
-            self.loop_vars[name] = saved
-
-    def visit_Call(self, node: ast.Call) -> None:
-        if _call_name(node) in HELPERS:
-            where = f"{_rel(self.path)}:{node.lineno}"
-            kw = {k.arg: k.value for k in node.keywords}
-            got = {}
-            for key, pos in ARG_POSITIONS.items():
-                arg = node.args[pos] if pos < len(node.args) else kw.get(key)
-                got[key] = self._resolve(arg)
-            ok = all(v is not None for v in got.values())
-            if not ok or len(got["unit"]) != 1 or len(got["direction"]) != 1:
-                self.unresolved.append(where)
-            else:
-                for metric in got["metric"]:
-                    self.found.append((metric, got["unit"][0], got["direction"][0], where))
-        self.generic_visit(node)
-
-
-@cache
-def emitted() -> dict[str, dict[str, tuple[str, str, str, str]]]:
-    """Per level file: metric -> (metric, unit, direction, where)."""
-    out: dict[str, dict[str, tuple[str, str, str, str]]] = {}
-    unresolved: list[str] = []
-    for name in LEVEL_FILES:
-        visitor = _MetricCalls(LEVELS_DIR / name)
-        visitor.visit(_parse(LEVELS_DIR / name))
-        unresolved += visitor.unresolved
-        out[name] = {m[0]: m for m in visitor.found}
-    assert not unresolved, (
-        "metric name, unit or direction not resolvable from the source (use string literals or "
-        f"a loop over a literal tuple): {unresolved}"
-    )
-    return out
-
-
-def _serving_emitted() -> dict[str, tuple[str, str, str, str]]:
-    """serving.py takes every name, unit and direction from serving_metrics.METRICS."""
-    from effbench.suite.serving_metrics import METRICS
-
-    src = (LEVELS_DIR / "serving.py").read_text()
-    assert "METRICS[name].unit" in src and "METRICS[k].unit" in src
-    return {m: (m, i.unit, i.direction, "suite/serving_metrics.py") for m, i in METRICS.items()}
-
-
-def _all_emitted() -> dict[str, tuple[str, str, str, str]]:
-    out = {m: info for per_file in emitted().values() for m, info in per_file.items()}
-    return {**out, **_serving_emitted()}
-
-
-def _module_assignment(path: Path, name: str) -> ast.AST:
-    for node in _parse(path).body:
-        targets = node.targets if isinstance(node, ast.Assign) else (
-            [node.target] if isinstance(node, ast.AnnAssign) else []
-        )
-        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-            return node.value
-    raise AssertionError(f"{_rel(path)} has no top-level {name} =")
-
-
-def _failure_metrics() -> set[str]:
-    """Metric names the runner writes itself: the failure record.
-
-    Read from ``_not_measured(case, device, run_id, "<metric>", ...)`` calls with a literal
-    metric name (an f-string, like a profiler's ``<name>.unavailable``, is not a fixed name).
-    """
-    names = set()
-    for node in ast.walk(_parse(ROOT / "suite" / "runner.py")):
-        if isinstance(node, ast.Call) and _call_name(node) == "_not_measured":
-            arg = node.args[3] if len(node.args) > 3 else None
-            if isinstance(arg, ast.Constant):
-                names.add(arg.value)
-    assert names, "suite/runner.py writes no literal failure metric: parser out of date?"
-    return names
+def _declared(*sources: str) -> dict[str, MetricSpec]:
+    """Declared metrics of the given sources (level names, ``runner``, ``profiler``) by name."""
+    return {s.name: s for s in metrics.declared() if s.source in sources}
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,11 +104,11 @@ def _documented(text: str) -> set[str]:
 
 
 def _summary_table(text: str) -> dict[str, dict[str, str]]:
-    """Rows of the METRICS.md table whose header has metric, unit and direction columns."""
+    """Rows of the METRICS.md table whose header has metric, unit, direction and kind columns."""
     lines = _strip_fences(text)
     for i, line in enumerate(lines):
         header = [c.lower() for c in _cells(line)] if line.strip().startswith("|") else []
-        if not {"metric", "unit", "direction"} <= set(header):
+        if not {"metric", "unit", "direction", "kind"} <= set(header):
             continue
         rows: dict[str, dict[str, str]] = {}
         for row_line in lines[i + 2 :]:
@@ -221,7 +117,9 @@ def _summary_table(text: str) -> dict[str, dict[str, str]]:
             row = dict(zip(header, _cells(row_line)))
             rows[row["metric"].strip("`")] = {k: v.strip("`") for k, v in row.items()}
         return rows
-    raise AssertionError("docs/METRICS.md has no table with metric | unit | direction columns")
+    raise AssertionError(
+        "docs/METRICS.md has no table with metric | unit | direction | kind columns"
+    )
 
 
 def _blocks(text: str, lang: str) -> list[str]:
@@ -233,60 +131,67 @@ def _blocks(text: str, lang: str) -> list[str]:
 
 
 def test_metric_helpers_take_metric_unit_direction_at_known_positions():
-    tree = _parse(LEVELS_DIR / "__init__.py")
-    functions = [f for f in tree.body if isinstance(f, ast.FunctionDef)]
-    sigs = {f.name: [a.arg for a in f.args.args] for f in functions}
     for helper in HELPERS:
-        params = sigs.get(helper)
-        assert params is not None, f"suite/levels/__init__.py no longer defines {helper}"
+        params = list(inspect.signature(getattr(levels, helper)).parameters)
         for key, pos in ARG_POSITIONS.items():
             assert params[pos] == key, f"{helper}{tuple(params)}: expected {key} at {pos}"
 
 
-def test_every_level_emits_metrics_and_serving_uses_the_metric_table():
-    per_file = emitted()
-    for name in LEVEL_FILES:
-        assert per_file[name], f"no metric found in suite/levels/{name}: parser out of date?"
-    latency = _literal_strings(_module_assignment(ROOT / "suite" / "serving_metrics.py",
-                                                  "LATENCY_METRICS"))
-    assert latency, "suite/serving_metrics.py LATENCY_METRICS is not a literal tuple"
-    assert set(latency) <= set(_serving_emitted())
+def test_every_level_declares_metrics_and_serving_declares_its_metric_table():
+    for source in LEVEL_SOURCES:
+        assert _declared(source), f"no metric declared by the {source} level"
+    serving = _declared("serving")
+    assert set(serving) == set(SERVING_METRICS), "the serving level declares another table"
+    assert set(LATENCY_METRICS) <= set(serving)
+    for name, info in SERVING_METRICS.items():
+        assert (serving[name].unit, serving[name].direction) == (info.unit, info.direction)
 
 
-def test_every_emitted_metric_has_an_entry_in_metrics_md():
+def test_every_declared_metric_has_an_entry_in_metrics_md():
     documented = _documented(METRICS_MD.read_text(encoding="utf-8"))
-    missing = {m: info[3] for m, info in _all_emitted().items() if m not in documented}
+    missing = {m: s.source for m, s in _declared(*TABLE_SOURCES).items() if m not in documented}
     assert not missing, (
-        f"metrics emitted by the code but without a heading or table row in docs/METRICS.md: "
+        f"metrics declared by the code but without a heading or table row in docs/METRICS.md: "
         f"{missing}"
     )
 
 
-def test_metrics_table_matches_code_unit_and_direction():
+def test_metrics_table_matches_declared_unit_direction_and_kind():
     table = _summary_table(METRICS_MD.read_text(encoding="utf-8"))
+    declared = _declared(*TABLE_SOURCES)
     wrong = []
-    for metric, unit, direction, where in _all_emitted().values():
+    for metric, spec in declared.items():
         row = table.get(metric)
         if row is None:
-            wrong.append(f"{metric} ({where}): no row in the summary table")
-        elif (row["unit"], row["direction"]) != (unit, direction):
+            wrong.append(f"{metric} ({spec.source}): no row in the summary table")
+            continue
+        unit = "" if row["unit"] == "(empty)" else row["unit"]  # how the table shows no unit
+        docs = (unit, row["direction"], row.get("kind"))
+        if docs != (spec.unit, spec.direction, spec.kind):
             wrong.append(
-                f"{metric} ({where}): code says unit={unit!r} direction={direction!r}, "
-                f"docs say unit={row['unit']!r} direction={row['direction']!r}"
+                f"{metric} ({spec.source}): declared unit={spec.unit!r} "
+                f"direction={spec.direction!r} kind={spec.kind!r}, docs say unit={docs[0]!r} "
+                f"direction={docs[1]!r} kind={docs[2]!r}"
             )
-    stale = set(table) - set(_all_emitted()) - _failure_metrics()
-    wrong += [f"{m}: in the summary table but emitted by no level or the runner" for m in stale]
+    stale = set(table) - set(declared)
+    wrong += [f"{m}: in the summary table but declared by no level or the runner" for m in stale]
     assert not wrong, "docs/METRICS.md summary table is out of date:\n" + "\n".join(wrong)
 
 
-def test_serving_metric_catalogue_is_mentioned_in_metrics_md():
-    catalogue = _module_assignment(ROOT / "suite" / "serving_metrics.py", "METRICS")
-    assert isinstance(catalogue, ast.Dict)
-    names = [k.value for k in catalogue.keys if isinstance(k, ast.Constant)]
-    assert names, "suite/serving_metrics.py METRICS has no literal keys"
+def test_every_declared_profiler_metric_is_named_in_metrics_md():
     text = METRICS_MD.read_text(encoding="utf-8")
-    missing = [n for n in names if f"`{n}`" not in text]
-    assert not missing, f"serving_metrics.METRICS keys not mentioned in docs/METRICS.md: {missing}"
+    section = text[text.index("## Profiler metrics"):]
+    declared = _declared("profiler")
+    assert declared, "no profiler metric declared: profilers/metrics.py not read?"
+    missing = []
+    for name in declared:
+        local = name.split(".", 1)[1]  # docs name them without the <profiler>. prefix
+        if f"`{name}`" not in section and f"`{local}`" not in section:
+            missing.append(name)
+    assert not missing, (
+        f"profiler metrics declared in profilers/metrics.py but not named (as `name` or "
+        f"`<profiler>.name`) in docs/METRICS.md, Profiler metrics: {missing}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,8 +206,21 @@ def test_adding_a_technique_paths_exist():
     assert not missing, f"docs/ADDING_A_TECHNIQUE.md names files that do not exist: {missing}"
 
 
+def _project_module(module: str) -> str | None:
+    """``suite.x`` for ``effbench.suite.x``: the repository-relative dotted name of a module of
+    the ``effbench`` namespace (setup.py maps ``effbench.<folder>`` to ``<folder>/``); None for
+    a module outside it (torch, the standard library, a plugin's own package).
+    """
+    head, _, rest = module.partition(".")
+    return rest if head == NAMESPACE and rest else None
+
+
 def _module_file(module: str) -> Path | None:
-    base = ROOT.joinpath(*module.split("."))
+    """The file of an ``effbench.`` module (package ``__init__.py`` or module), else None."""
+    rel = _project_module(module)
+    if rel is None or rel.split(".")[0] not in PROJECT_PACKAGES:
+        return None
+    base = ROOT.joinpath(*rel.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate
@@ -356,19 +274,37 @@ def _python_snippets() -> list[ast.Module]:
 
 
 def test_adding_a_technique_snippet_imports_exist():
-    bad = []
+    """Every ``effbench.`` import of the snippets names a real module and real names in it;
+    a bare ``suite.``/``kernels_ref.``/``adapters.`` import (the pre-namespace spelling, which
+    no longer imports) is an error too.
+    """
+    bad, checked = [], 0
     for tree in _python_snippets():
         for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] in PROJECT_PACKAGES:
+                        bad.append(f"import {a.name} (no effbench. prefix)")
+                    elif _project_module(a.name) is not None:
+                        checked += 1
+                        if _module_file(a.name) is None:
+                            bad.append(f"module {a.name}")
+                continue
             if not isinstance(node, ast.ImportFrom) or not node.module:
                 continue
-            if node.module.split(".")[0] not in PROJECT_PACKAGES:
+            if node.module.split(".")[0] in PROJECT_PACKAGES:
+                bad.append(f"from {node.module} (no effbench. prefix)")
                 continue
+            if _project_module(node.module) is None:
+                continue  # torch, the standard library, a plugin's own package
+            checked += 1
             path = _module_file(node.module)
             if path is None:
                 bad.append(f"module {node.module}")
                 continue
             defined = _top_level_names(_parse(path))
             bad += [f"{node.module}.{a.name}" for a in node.names if a.name not in defined]
+    assert checked >= 5, f"only {checked} effbench imports in the snippets: parser out of date?"
     assert not bad, f"docs/ADDING_A_TECHNIQUE.md imports names that do not exist: {bad}"
 
 
@@ -390,7 +326,9 @@ def test_adding_a_technique_snippets_copy_real_signatures():
                     sigs = {_signature(m) for r in real if (m := _methods(r).get(name))}
                     if _signature(method) not in sigs:
                         bad.append(f"{node.name}.{name}")
-    assert checked >= 10, f"only {checked} snippet signatures matched repository definitions"
+    # The walkthrough copies about 50 (protocols, base classes, kernels, register, from_kernel);
+    # far fewer means snippets stopped matching by name and are no longer checked.
+    assert checked >= 30, f"only {checked} snippet signatures matched repository definitions"
     assert not bad, f"snippets whose signature differs from the code: {bad}"
 
 
@@ -435,3 +373,54 @@ def test_adding_a_technique_toml_snippets_are_valid():
     for block in presets:
         preset = parse(block, "docs/ADDING_A_TECHNIQUE.md")
         assert any(b.technique == "streaming-llm" for b in preset.benches)
+
+
+# --------------------------------------------------------------------------------------------
+# ARCHITECTURE.md (and the dotted names of both architecture docs)
+
+ARCHITECTURE_MD = ROOT / "docs" / "ARCHITECTURE.md"
+ARCH_PATH_RE = re.compile(
+    r"(?<![\w/.-])((?:adapters|kernels_ref|suite|profilers|dashboards|tests|docs)/[\w./-]*?"
+    r"\.(?:py|toml|md))\b"
+)
+# A backticked ``effbench.<folder>.<module>[.<name>]`` (entry-point groups such as
+# ``effbench.techniques`` have no folder as second component and are not module names).
+DOTTED_RE = re.compile(r"`(effbench(?:\.\w+)+)`")
+ALL_PACKAGES = (*PROJECT_PACKAGES, "profilers", "dashboards")
+
+
+def test_architecture_paths_exist():
+    text = ARCHITECTURE_MD.read_text(encoding="utf-8")
+    paths = sorted(set(ARCH_PATH_RE.findall(text)))
+    assert len(paths) >= 20, f"expected the module map's paths, found {paths}"
+    missing = [p for p in paths if not (ROOT / p).is_file()]
+    assert not missing, f"docs/ARCHITECTURE.md names files that do not exist: {missing}"
+
+
+def _resolve_dotted(name: str) -> str | None:
+    """None if ``effbench.a.b[.c]`` is a module, or a top-level name of the longest module
+    prefix; else what is missing.
+    """
+    parts = name.split(".")
+    for cut in range(len(parts), 1, -1):
+        rel = ROOT.joinpath(*parts[1:cut])
+        path = next((p for p in (rel.with_suffix(".py"), rel / "__init__.py") if p.is_file()),
+                    None)
+        if path is None and rel.is_dir() and cut == len(parts):
+            return None  # a folder without __init__.py imports as a namespace package
+        if path is None:
+            continue
+        rest = parts[cut:]
+        if not rest or rest[0] in _top_level_names(_parse(path)):
+            return None
+        return f"{name}: {'.'.join(parts[:cut])} has no top-level {rest[0]}"
+    return f"{name}: no such module"
+
+
+@pytest.mark.parametrize("doc", [ARCHITECTURE_MD, ADDING_MD], ids=lambda p: p.name)
+def test_architecture_docs_effbench_names_resolve(doc):
+    names = {n for n in DOTTED_RE.findall(doc.read_text(encoding="utf-8"))
+             if len(n.split(".")) > 1 and n.split(".")[1] in ALL_PACKAGES}
+    assert names, f"no effbench.<package> name in {doc.name}: pattern out of date?"
+    bad = sorted(filter(None, map(_resolve_dotted, names)))
+    assert not bad, f"docs/{doc.name} names modules or objects that do not exist: {bad}"

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from effbench.kernels_ref.attention import DenseAttention
 from effbench.kernels_ref.decoding import Autoregressive, Speculative
 from effbench.kernels_ref.engine import Engine, EngineConfig, StepContext, layout_of

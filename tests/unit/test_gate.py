@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+
 from effbench.suite import baselines, gate_cli
 from effbench.suite.cli import main as cli_main
 from effbench.suite.errors import ConfigError, StoreError

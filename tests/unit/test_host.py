@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from effbench.profilers.host import HostProfiler, is_python_frame, parse_raw, split_frame, summarize
 
 RAW = """\

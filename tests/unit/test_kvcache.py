@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from effbench.kernels_ref.kvcache import (
     FullKVCache,
     FullKVCacheFactory,

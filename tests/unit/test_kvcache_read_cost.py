@@ -1,6 +1,7 @@
 """Analytic read costs of the KV caches (what places a kernel-level read on the roofline)."""
 
 import torch
+
 from effbench.kernels_ref.kvcache import FullKVCache, KIVICache
 from effbench.kernels_ref.kvcache.full_cache import PooledKVCacheFactory
 from effbench.kernels_ref.protocols import CacheLayout

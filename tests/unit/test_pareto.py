@@ -3,6 +3,7 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
+
 from effbench.dashboards.pareto import (
     frontier_line,
     hypervolume_2d,

@@ -1,6 +1,7 @@
 """Presets are validated before anything runs, with file:line and the valid choices."""
 
 import pytest
+
 from effbench.suite import presets
 from effbench.suite.cases import expand
 from effbench.suite.errors import ConfigError

@@ -1,4 +1,5 @@
 import torch
+
 from effbench.profilers import NullProfiler, collect
 from effbench.profilers.memory import MemoryProfiler
 

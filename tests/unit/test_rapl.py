@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from effbench.profilers.rapl import RAPL, NullRAPL, delta_uj, open_rapl
 
 RANGE = 262_143_328_850

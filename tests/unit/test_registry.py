@@ -4,6 +4,7 @@ import ast
 from pathlib import Path
 
 import pytest
+
 from effbench.suite import registry
 from effbench.suite.errors import ConfigError
 from effbench.suite.protocols import AttentionBackend, Decoder, KVCacheFactory, Scheduler

@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 import pytest
+
 from effbench.suite.records import Record
 from effbench.suite.report import format_cell, format_value, render_text, summary_table
 from effbench.suite.store import records_to_frame

@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+
 from effbench.suite.records import DIRECTIONS
 from effbench.suite.serving_metrics import (
     LATENCY_METRICS,

@@ -2,6 +2,8 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats as sps
+
 from effbench.suite.stats import (
     SUMMARY_KEYS,
     bootstrap_ratio_ci,
@@ -10,7 +12,6 @@ from effbench.suite.stats import (
     relative_half_width,
     summarize,
 )
-from scipy import stats as sps
 
 
 def test_summarize_matches_numpy_on_known_data():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
 from effbench.suite.errors import StoreError
 from effbench.suite.records import Record
 from effbench.suite.store import (

@@ -5,6 +5,7 @@ import types
 
 import pytest
 import torch
+
 from effbench.suite.errors import DeviceError
 from effbench.suite.timing import Measurement, calibrate, make_timer, measure, measure_once_each
 

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
 from effbench.profilers.base import collect
 from effbench.profilers.kineto import load_trace, parse_events
 from effbench.profilers.tklqt import (

@@ -2,6 +2,7 @@
 
 import pandas as pd
 import torch
+
 from effbench.kernels_ref.checkpoint import EMBEDDED, load_checkpoint
 from effbench.kernels_ref.engine import EngineResult, StepRecord
 from effbench.profilers.kineto import load_trace

@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+
 from effbench.suite.workloads import (
     ARRIVAL_KINDS,
     ArrivalSpec,
