@@ -62,6 +62,8 @@ class StepRecord:
     prefill_tokens: int
     decode_requests: int
     emitted_tokens: int
+    batch: int = 0
+    """Requests in the iteration (prefilling and decoding)."""
 
 
 def layout_of(model: LlamaModel) -> CacheLayout:
@@ -321,6 +323,7 @@ class Engine:
             prefill_tokens=prefill_tokens,
             decode_requests=decode_requests,
             emitted_tokens=sum(len(r.output) for r, _ in chosen) - before,
+            batch=len(chosen),
         )
         self.steps.append(rec)
         for req in [r for r in self.running if r.phase is Phase.FINISHED]:

@@ -40,6 +40,7 @@ DECLARING_MODULES = (
     "effbench.suite.levels.kernel",
     "effbench.suite.levels.engine",
     "effbench.suite.levels.serving",
+    "effbench.suite.levels.piggyback",
 )
 """Modules that declare metrics at import (besides the family modules and the profilers)."""
 _PLACEHOLDER = re.compile(r"<[^<>]+>")

@@ -65,11 +65,16 @@ class KernelSettings:
 
 @dataclass(frozen=True)
 class EngineSettings:
+    """``[engine]``: the offline generation workload; ``kv_memory_cap`` (bytes, 0: none) also
+    measures the largest batch the engine's memory-aware admission runs under that cap.
+    """
+
     prompts: int = 16
     batch: int = 8
     max_new_tokens: int = 32
     min_repeats: int = 3
     max_repeats: int = 10
+    kv_memory_cap: int = 0
 
 
 @dataclass(frozen=True)
@@ -225,7 +230,8 @@ def parse(text: str, path: str = "<preset>") -> Preset:
         run=_run_settings(data.get("run", {}), loc),
         kernel=_kernel_settings(data.get("kernel", {}), loc),
         engine=_fill(EngineSettings, data.get("engine", {}), "engine", loc,
-                     {k: 1 for k in EngineSettings.__dataclass_fields__}),
+                     {k: 0 if k == "kv_memory_cap" else 1
+                      for k in EngineSettings.__dataclass_fields__}),
         serving=_serving_settings(data.get("serving", {}), loc),
         benches=tuple(_bench(i, b, loc) for i, b in enumerate(benches)),
         gate=_gate(data.get("gate", {}), loc),

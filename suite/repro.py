@@ -159,7 +159,11 @@ def save(df: pd.DataFrame, results: str, wall_s: float) -> Path:
     folder = Path(results) / REPRO_DIR
     folder.mkdir(parents=True, exist_ok=True)
     device = str(df["device"].iloc[0]) if len(df) else "none"
-    path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{device.replace(':', '')}.json"
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{device.replace(':', '')}"
+    path, n = folder / f"{stem}.json", 1
+    while path.exists():  # two tables in one second keep both
+        n += 1
+        path = folder / f"{stem}-{n}.json"
     payload = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "wall_s": wall_s,
                "claims": df.to_dict("records")}
     path.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
@@ -175,7 +179,10 @@ def load_saved(path: Path | str) -> pd.DataFrame:
 def saved_tables(results: str) -> list[Path]:
     """Saved claim tables under ``results/repro/``, newest first."""
     folder = Path(results) / REPRO_DIR
-    return sorted(folder.glob("*.json"), reverse=True) if folder.exists() else []
+    if not folder.exists():
+        return []
+    return sorted(folder.glob("*.json"), key=lambda p: (p.stat().st_mtime_ns, p.name),
+                  reverse=True)
 
 
 def outcome_dict(o: Outcome) -> dict[str, Any]:

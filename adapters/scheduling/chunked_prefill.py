@@ -18,7 +18,7 @@ from effbench.suite.technique import Paper, Param, from_kernel
         Param("token_budget", "int", help="tokens per iteration, decodes included", min=1,
               sweep=(32, 64, 128)),
     ),
-    levels=("serving",),
+    levels=("kernel", "serving"),
 )
 def chunked_prefill(token_budget: int) -> ChunkedPrefill:
     return ChunkedPrefill(token_budget=token_budget)

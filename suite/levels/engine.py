@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from effbench.kernels_ref.decoding.speculative import Speculative
 from effbench.kernels_ref.engine import (
     Engine,
     EngineConfig,
@@ -66,6 +67,16 @@ METRICS = declare(
                "accepted draft tokens / proposed draft tokens"),
     MetricSpec("exact_match", "fraction", "higher", "count",
                "requests whose greedy output equals the baseline decoder's"),
+    MetricSpec("acceptance_alpha", "fraction", "higher", "count",
+               "per-token acceptance probability (iid model): accepted / (accepted + "
+               "rejections)"),
+    MetricSpec("rejection_rule_pvalue", "p", "higher", "numeric",
+               "chi-square p-value of the sampled first token vs the target's distribution"),
+    # memory-aware admission (capacity), with [engine] kv_memory_cap
+    MetricSpec("max_batch_under_cap", "requests", "higher", "count",
+               "most requests in one iteration with KV memory capped at kv_memory_cap"),
+    MetricSpec("preemptions_under_cap", "count", "lower", "count",
+               "recompute preemptions during that capped run"),
     # quality (quality): teacher-forced logits against the all-baseline engine's
     MetricSpec("perplexity", "ppl", "lower", "numeric", "exp(mean NLL of the continuations)"),
     MetricSpec("top1_agreement", "fraction", "higher", "numeric",
@@ -329,6 +340,8 @@ def decoding_metrics(res: EngineResult, baseline: EngineResult | None) -> list[M
     out = [scalar("tokens_per_step", st.get("tokens_per_step", 1.0), "tokens", "higher")]
     if "acceptance_rate" in st:
         out.append(scalar("acceptance_rate", st["acceptance_rate"], "fraction", "higher"))
+    if "acceptance_alpha" in st:
+        out.append(scalar("acceptance_alpha", st["acceptance_alpha"], "fraction", "higher"))
     if baseline is not None:
         same = sum(a.output == b.output for a, b in zip(res.requests, baseline.requests))
         out.append(scalar("exact_match", same / len(res.requests), "fraction", "higher"))
@@ -347,7 +360,46 @@ def run(case: Case, ctx: RunContext) -> list[Metric]:
     metrics, runs = speed(ctx, case, comp)
     if fam.engine_slot == "decoder":
         metrics += decoding_metrics(runs["result"], runs["baseline"])
+        if isinstance(comp.decoder(), Speculative) and ctx.preset.run.draft:
+            metrics += sampling_check(ctx)
     else:
         metrics += quality(ctx, case, comp)
         metrics += kv_memory(ctx, comp)
+        if ctx.preset.engine.kv_memory_cap:
+            metrics += capacity(ctx, comp)
     return metrics
+
+
+def sampling_check(ctx: RunContext) -> list[Metric]:
+    """The speculative rejection rule's output distribution on the real models (chi-square,
+    effbench.suite.levels.speculative_check), on the first eval prompt.
+    """
+    from effbench.suite.levels.speculative_check import rejection_rule_pvalue
+
+    prompt = ctx.eval_tokens[0][0]
+    pvalue = rejection_rule_pvalue(ctx.model, ctx.draft, prompt, seed=ctx.preset.run.seed)
+    return [scalar("rejection_rule_pvalue", pvalue, "p", "higher")]
+
+
+def capacity(ctx: RunContext, comp: Components) -> list[Metric]:
+    """The largest batch the engine's admission runs when KV memory is capped.
+
+    Every eval prompt (``prompts`` of them) is queued at once with no batch limit but the
+    cap; the scheduler admits what fits (``Budget.fits``) and the engine preempts by
+    recompute when running requests outgrow it. The most requests in one iteration is what a
+    compressed cache buys (KIVI: "up to 4x larger batch size").
+    """
+    e = ctx.preset.engine
+    prompts = [p for p, _ in ctx.eval_tokens[: e.prompts]]
+    engine = Engine(
+        ctx.model, attention=comp.attention, cache_factory=comp.cache,
+        scheduler=ContinuousBatching(), decoder=comp.decoder(),
+        config=EngineConfig(max_batch=len(prompts), max_tokens=max(4096, sum(map(len, prompts))),
+                            kv_memory_cap=e.kv_memory_cap),
+    )
+    res = engine.run([Request(i, p, e.max_new_tokens) for i, p in enumerate(prompts)])
+    return [
+        scalar("max_batch_under_cap", max(s.batch for s in res.steps), "requests", "higher",
+               {"kv_memory_cap": float(e.kv_memory_cap)}),
+        scalar("preemptions_under_cap", res.preemptions, "count", "lower"),
+    ]
