@@ -35,6 +35,8 @@ from dataclasses import dataclass, field, replace
 
 KINDS = ("timing", "count", "numeric")
 DETERMINISTIC_KINDS = ("count", "numeric")
+CATEGORIES = {"timing": "timing", "count": "deterministic", "numeric": "quality"}
+"""Each kind's class as the issue tracker and docs/METRICS.md name it."""
 DIRECTIONS = ("lower", "higher")
 DECLARING_MODULES = (
     "effbench.suite.levels.kernel",
@@ -81,6 +83,14 @@ class MetricSpec:
     def deterministic(self) -> bool:
         """True for ``count`` and ``numeric`` metrics (gated by tolerance, not by a test)."""
         return self.kind in DETERMINISTIC_KINDS
+
+    @property
+    def category(self) -> str:
+        """The reader's class: ``timing`` (measured, noisy), ``deterministic`` (exact counts:
+        bytes, FLOPs, tokens per step, exact match) or ``quality`` (deterministic
+        floating-point results: perplexity, agreement, errors).
+        """
+        return CATEGORIES[self.kind]
 
     @property
     def is_pattern(self) -> bool:

@@ -149,3 +149,14 @@ def test_literal_profiler_metrics_are_declared(module):
                     produced[f"{module}.{key.value}"] = value.elts[1].value
     assert produced, f"no literal metric found in profilers/{module}.py: parser out of date?"
     _assert_declared(produced)
+
+
+def test_every_declared_metric_has_a_class_a_reader_understands():
+    from effbench.suite import metrics
+
+    specs = metrics.declared()
+    assert specs
+    assert {s.category for s in specs} <= {"timing", "deterministic", "quality"}
+    assert metrics.spec("perplexity").category == "quality"
+    assert metrics.spec("exact_match").category == "deterministic"
+    assert metrics.spec("latency").category == "timing"
