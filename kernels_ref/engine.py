@@ -230,6 +230,7 @@ class Engine:
         self.finished: list[Request] = []
         self.steps: list[StepRecord] = []
         self.preemptions = 0
+        self._bounded = self.config.kv_memory_cap is not None or cache_factory.bounded
         # Wraps each iteration's work, called with (step index, "prefill" | "decode"): e.g. a
         # profiler annotation ``ProfilerStep#N`` or an energy window per phase (None: nothing).
         self.step_context: Callable[[int, str], AbstractContextManager] | None = None
@@ -245,10 +246,10 @@ class Engine:
         """The limits of this iteration, with the KV memory left: the tighter of the engine's
         cap and the factory's own pool, minus what the live caches hold.
         """
+        if not self._bounded:  # no cap anywhere: skip summing the live caches' bytes
+            return Budget(self.config.max_batch, self.config.max_tokens)
         mem = self.ctx.cache_factory.memory()
         caps = [c for c in (self.config.kv_memory_cap, mem.capacity_bytes) if c is not None]
-        if not caps:
-            return Budget(self.config.max_batch, self.config.max_tokens)
         tokens = sum(r.computed for r in self.running)
         per_token = (mem.used_bytes / tokens if tokens and mem.used_bytes
                      else self.ctx.layout.full_bytes_per_token)

@@ -14,6 +14,7 @@ same safetensors file loads in both (see effbench.kernels_ref.checkpoint).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
@@ -246,7 +247,8 @@ class LlamaModel(nn.Module):
         x = self.embed_tokens(input_ids)
         batched = len(splits) > 1 and max(splits) == 1
         cos, sin = self.rotary.tables(positions, x.dtype)
-        for li, layer in enumerate(self.layers[:n_layers]):
+        # islice, not self.layers[:n]: slicing a ModuleList builds a new module every call
+        for li, layer in enumerate(itertools.islice(self.layers, n_layers)):
             attn = layer.self_attn
             wqkv, wgu = _fused_weights(layer)
             qkv = F.linear(layer.input_layernorm(x), wqkv)

@@ -218,7 +218,12 @@ class KVCacheFactory(Protocol):
 
     ``memory()`` reports the bytes its live caches hold and the pool's capacity if it has one
     (a paged pool); the engine turns it into the scheduler's ``Budget.free_kv_bytes``.
+    ``bounded`` says whether the factory has a capacity of its own (a pool): when neither it
+    nor the engine caps memory, the engine skips ``memory()`` (summing every live cache's bytes
+    each step would cost the decode loop for nothing).
     """
+
+    bounded: bool
 
     def new_cache(self, layout: CacheLayout) -> KVCache: ...
 

@@ -150,6 +150,7 @@ class CacheFactoryBase:
     """
 
     capacity_bytes: int | None = None
+    bounded: bool = False
 
     def __init__(self) -> None:
         self._live: weakref.WeakSet = weakref.WeakSet()

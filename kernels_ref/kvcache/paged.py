@@ -246,6 +246,8 @@ class PagedKVCacheFactory(CacheFactoryBase):
     so the engine's budget sees how much KV memory is left.
     """
 
+    bounded = True
+
     def __init__(self, block_size: int = 16, num_blocks: int = 1024,
                  dtype: torch.dtype | None = None) -> None:
         super().__init__()
