@@ -195,7 +195,7 @@ def test_the_family_brings_its_preset_table_and_timed_work(toy, tmp_path, capsys
 def test_kernel_table_of_an_undeclared_family_is_refused(tmp_path):
     text = PRESET.replace("[kernel.toy]", "[kernel.toys]")
     with pytest.raises(ConfigError, match=r"unknown key 'toys' in \[kernel\]; valid keys: "
-                                          r"\['attention', 'kvcache'\]") as e:
+                                          r"\['attention', 'kvcache', 'scheduling'\]") as e:
         presets.parse(text, "p.toml")
     assert str(e.value).startswith("p.toml:6:")
 
