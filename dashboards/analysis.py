@@ -27,10 +27,19 @@ def best_cases(wide: pd.DataFrame, info: pd.DataFrame, technique: str) -> pd.Dat
                                        "workload", "run_id"])
 
 
+UNPAIRED_SPEEDUP = "speedup (unpaired)"
+"""How the linked-levels table labels a kernel speedup: a ratio of two separately measured cases,
+never to be read as the engine level's paired ``speedup``."""
+
+
 def kernel_speedup(wide: pd.DataFrame, baseline: str, latency: str = "latency") -> pd.DataFrame:
     """Kernel-level speedup of every case vs ``baseline`` on the same run and workload.
 
     speedup = baseline latency / case latency (median of the baseline's cases when several).
+    **Unpaired**: the two latencies come from different cases, measured one after the other,
+    so machine drift between them lands in the ratio and there is no CI of the ratio itself;
+    only the engine level's ``speedup`` comes from rounds measured side by side. Callers show
+    it as :data:`UNPAIRED_SPEEDUP`.
     """
     k = wide[(wide["level"] == "kernel")]
     if latency not in k or k.empty:
@@ -50,8 +59,10 @@ def linked_levels(
     """One technique across levels: long table (level, workload, params, metric, value).
 
     Kernel rows get ``kernel_speedup`` vs ``baseline`` on the first of ``KERNEL_LATENCIES`` the
-    technique has; other levels report the listed ``metrics[level]`` as measured (engine
-    records already carry their own ``speedup``).
+    technique has, labelled :data:`UNPAIRED_SPEEDUP` with ``paired`` False (the baseline
+    kernel case lends its latency: not a side-by-side measurement); other levels report the
+    listed ``metrics[level]`` as measured (engine records carry their own ``speedup``, paired
+    per round: ``paired`` True).
     """
     rows = []
     mine = wide[(wide["technique"] == technique) & (wide["level"] == "kernel")]
@@ -59,16 +70,18 @@ def linked_levels(
     ks = kernel_speedup(wide, baseline, latency)
     for _, r in ks[ks["technique"] == technique].iterrows():
         rows.append({"level": "kernel", "workload": r["workload"], "params": r["params_label"],
-                     "metric": "speedup", "value": r["speedup"], "run_id": r["run_id"]})
+                     "metric": UNPAIRED_SPEEDUP, "value": r["speedup"], "run_id": r["run_id"],
+                     "paired": False})
     part = wide[(wide["technique"] == technique) & (wide["level"] != "kernel")]
     for _, r in part.iterrows():
         for metric in metrics.get(r["level"], []):
             if metric in r and pd.notna(r[metric]):
                 rows.append({"level": r["level"], "workload": r["workload"],
                              "params": r["params_label"], "metric": metric,
-                             "value": r[metric], "run_id": r["run_id"]})
+                             "value": r[metric], "run_id": r["run_id"],
+                             "paired": metric == "speedup"})
     return pd.DataFrame(rows, columns=["level", "workload", "params", "metric", "value",
-                                       "run_id"])
+                                       "run_id", "paired"])
 
 
 def profile_metrics(names: list[str]) -> list[str]:
@@ -76,6 +89,8 @@ def profile_metrics(names: list[str]) -> list[str]:
 
     A profiler metric is one the profilers declare (effbench.profilers.metrics, read through
     effbench.suite.metrics), or an undeclared ``<profiler>.<name>`` of a registered profiler.
+    The ``interference.*`` readings are left out: every case has them (the runner observes
+    every timed pass), so they say nothing about whether a run was profiled.
     """
     from effbench.profilers.registry import PROFILERS
     from effbench.suite import metrics
@@ -86,7 +101,7 @@ def profile_metrics(names: list[str]) -> list[str]:
             return spec.source == "profiler"
         return name.split(".", 1)[0] in PROFILERS and "." in name
 
-    return [m for m in names if from_profiler(m)]
+    return [m for m in names if from_profiler(m) and not m.startswith("interference.")]
 
 
 def tklqt_sweep(wide: pd.DataFrame) -> pd.DataFrame:

@@ -18,6 +18,8 @@ from plotly.colors import qualitative
 from effbench.dashboards.pareto import frontier_line
 
 HOVER_KEYS = ("label", "workload", "level", "run_id")
+NOISY_SYMBOL = "diamond"
+"""Marker of a case measured under interference (the ``noisy`` column); others are circles."""
 _DIM = 0.4
 _TEMPLATE = "plotly_white"
 
@@ -56,6 +58,13 @@ def _hovertemplate(x: str, y: str, extra: Sequence[str]) -> str:
     return "<br>".join(lines) + "<extra></extra>"
 
 
+def _symbols(df: pd.DataFrame) -> str | list[str]:
+    """``NOISY_SYMBOL`` for the points of noisy cases, circles for the rest."""
+    if "noisy" not in df or not df["noisy"].fillna(False).astype(bool).any():
+        return "circle"
+    return [NOISY_SYMBOL if n else "circle" for n in df["noisy"].fillna(False).astype(bool)]
+
+
 def _sizes(values: pd.Series, lo: float = 8.0, hi: float = 26.0) -> np.ndarray:
     v = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
     finite = np.isfinite(v)
@@ -83,8 +92,10 @@ def frontier_figure(
     """Scatter of every case on (x, y): frontier points bold, dominated ones dimmed.
 
     Colour is the technique unless ``color`` names a metric (then a shared colour scale);
-    ``size`` scales markers by another metric. The frontier is joined by the attainment
-    staircase (``frontier_line``), and a corner arrow shows where "better" is.
+    ``size`` scales markers by another metric. A case measured under interference (a true
+    ``noisy`` column, from ``case_metrics``) is drawn as a ``NOISY_SYMBOL``. The frontier is
+    joined by the attainment staircase (``frontier_line``), and a corner arrow shows where
+    "better" is.
     """
     units = units or {}
     extra = [c for c in dict.fromkeys([color, size]) if c]
@@ -104,7 +115,7 @@ def frontier_figure(
                 "size": _sizes(pts[size]) if size else (12 if role == "frontier" else 9),
                 "opacity": 1.0 if role == "frontier" else _DIM,
                 "line": {"width": 1.5 if role == "frontier" else 0, "color": "#222"},
-                "symbol": "circle",
+                "symbol": _symbols(pts),
             }
             if color:
                 marker.update(color=pts[color], coloraxis="coloraxis")

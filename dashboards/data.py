@@ -22,7 +22,7 @@ import streamlit as st
 
 from effbench.suite import metrics
 from effbench.suite.errors import StoreError
-from effbench.suite.report import params_label
+from effbench.suite.report import is_noisy, params_label
 from effbench.suite.store import RUNS_DIR, SCHEMA, StoreWarning, list_runs, load_records
 
 ENV_VAR = "EFFBENCH_RESULTS"
@@ -30,6 +30,8 @@ DEFAULT_ROOT = "results"
 CASE_KEYS = ["run_id", "case_id", "family", "technique", "level", "workload", "device", "params"]
 """Columns that identify a case in the wide table (everything else there is a metric)."""
 LABEL_COLUMNS = ["params_label", "label"]
+MARK_COLUMNS = ["noisy"]
+"""Per-case marks in the wide table: ``noisy``, measured under interference (stats ``noisy``)."""
 FILTER_COLUMNS = ("family", "technique", "level", "device", "workload", "run_id")
 
 
@@ -137,16 +139,20 @@ def case_metrics(records: pd.DataFrame) -> pd.DataFrame:
     """One row per case (ok records only), one column per metric; params as hover text.
 
     Key columns are ``CASE_KEYS`` plus ``params_label`` (``window=64, sinks=4``) and ``label``
-    (``technique (params)``). A metric measured twice in a case keeps its first value.
+    (``technique (params)``), and ``noisy`` (bool): the case was measured under interference
+    (its records' stats say ``noisy``; False for runs from before the mark existed). A metric
+    measured twice in a case keeps its first value.
     """
     ok = records[records["status"] == "ok"]
     if ok.empty:
-        return pd.DataFrame(columns=CASE_KEYS + LABEL_COLUMNS)
+        return pd.DataFrame(columns=CASE_KEYS + LABEL_COLUMNS + MARK_COLUMNS)
     ok = ok.drop_duplicates(["run_id", "case_id", "metric"])
     values = ok.pivot(index=["run_id", "case_id"], columns="metric", values="value")
     values.columns.name = None
     cases = ok.drop_duplicates(["run_id", "case_id"]).set_index(["run_id", "case_id"])
-    cases = cases[[c for c in CASE_KEYS if c not in ("run_id", "case_id")]]
+    noisy = (cases["stats"].map(is_noisy_stats).astype(bool) if "stats" in cases
+             else pd.Series(False, index=cases.index))
+    cases = cases[[c for c in CASE_KEYS if c not in ("run_id", "case_id")]].assign(noisy=noisy)
     wide = cases.join(values).reset_index()
     labels = {p: params_label(p) for p in wide["params"].unique()}
     wide["params_label"] = wide["params"].map(labels)
@@ -156,9 +162,14 @@ def case_metrics(records: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
+def is_noisy_stats(stats: object) -> bool:
+    """Whether a record's ``stats`` (a dict or its JSON text) mark its case ``noisy``."""
+    return is_noisy({"stats": stats})
+
+
 def metric_columns(wide: pd.DataFrame) -> list[str]:
     """The metric columns of a ``case_metrics`` frame that hold at least one value."""
-    keys = set(CASE_KEYS + LABEL_COLUMNS)
+    keys = set(CASE_KEYS + LABEL_COLUMNS + MARK_COLUMNS)
     return [c for c in wide.columns if c not in keys and wide[c].notna().any()]
 
 

@@ -8,7 +8,6 @@ calls ``main(argv)`` by file path so that ``suite`` never imports ``dashboards``
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,14 +38,24 @@ def streamlit_command(results: str, host: str, port: int) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the dashboard in the foreground until interrupted; returns Streamlit's exit code."""
+    """Run the dashboard in the foreground until interrupted; returns Streamlit's exit code.
+
+    The Streamlit server is a child under ``effbench.suite.subprocs.ChildGuard``: a SIGTERM or
+    SIGINT sent to this process (a supervisor, a CI step, ``kill``, Ctrl-C) is forwarded to the
+    server, which is waited for (SIGKILLed after the grace period), and this process then exits
+    with ``128 + signum`` (``Terminated``); the server is never left running, re-parented to
+    init and still holding the port.
+    """
+    from effbench.suite.subprocs import ChildGuard
+
     args = parse_args(argv)
     cmd = streamlit_command(args.results, args.host, args.port)
     print(f"effbench dashboard on http://{args.host}:{args.port} (results: {args.results})",
           flush=True)
     try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
+        with ChildGuard() as guard:
+            return guard.wait(guard.popen(cmd))
+    except KeyboardInterrupt:  # a SIGINT before the guard was in place
         return 130
 
 

@@ -87,5 +87,22 @@ MEMORY = (  # profilers/memory.py, MemoryProfiler.stop
     _M("memory.peak_rss_process", "B", "lower", "the process's peak RSS so far (CPU)"),
 )
 
-PROFILER_METRICS: tuple[ProfilerMetric, ...] = TKLQT + ENERGY + BANDWIDTH + HOST + MEMORY
+INTERFERENCE = (  # profilers/interference.py, over every case's timed pass (suite/runner.py)
+    _M("interference.wall_s", "s", "lower", "length of the observed timed pass"),
+    _M("interference.load_start", "tasks", "lower", "1-minute load average at its start"),
+    _M("interference.load_end", "tasks", "lower", "1-minute load average at its end"),
+    _M("interference.other_cpu_s", "s", "lower",
+       "CPU time other processes used on this process's CPUs (/proc/stat minus own)"),
+    _M("interference.steal_s", "s", "lower", "steal time of those CPUs (hypervisor)"),
+    _M("interference.other_cpu_share", "fraction", "lower",
+       "(other + steal) CPU time / (usable cores x wall time): the noisy rule's input"),
+    _M("interference.cpu_mhz_min", "MHz", "higher", "lowest CPU frequency read (cpufreq)"),
+    _M("interference.cpu_mhz_max", "MHz", "higher", "highest CPU frequency read (cpufreq)"),
+    _M("interference.gpu_other_util", "%", "lower", "GPU SM use by other processes (NVML)"),
+    _M("interference.noisy", "flag", "lower", "1 when the case was measured under interference"),
+    _M("interference.attempts", "count", "lower", "timed passes run (--retry-noisy)"),
+)
+
+PROFILER_METRICS: tuple[ProfilerMetric, ...] = (TKLQT + ENERGY + BANDWIDTH + HOST + MEMORY
+                                                + INTERFERENCE)
 """Every built-in profiler metric, in the order reports list them."""

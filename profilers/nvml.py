@@ -136,6 +136,9 @@ class NullNVML:
     def memory_busy_percent(self, index: int) -> int:
         raise NotSupported(self.reason)
 
+    def process_utilization(self, index: int, since_us: int) -> list[tuple[int, int]]:
+        raise NotSupported(self.reason)
+
     def index_of_uuid(self, uuid: str) -> int:
         raise LookupError(f"cannot look up {uuid!r}: {self.reason}")
 
@@ -187,6 +190,23 @@ class NVML:
     def memory_busy_percent(self, index: int) -> int:
         """Percent of the last sample period device memory was read or written (a duty cycle)."""
         return int(self._call("nvmlDeviceGetUtilizationRates", index).memory)
+
+    def process_utilization(self, index: int, since_us: int) -> list[tuple[int, int]]:
+        """(pid, SM utilisation %) of every per-process sample taken after ``since_us``.
+
+        ``since_us`` is a CPU timestamp in microseconds (``time.time() * 1e6``), NVML's
+        ``lastSeenTimeStamp``; no sample since then is an empty list (NVML's NotFound). The
+        pids are those of the host's pid namespace. Used by effbench.profilers.interference
+        to see what other processes did on the GPU during a case.
+        """
+        try:
+            samples = self._nv.nvmlDeviceGetProcessUtilization(self._handle(index),
+                                                               int(since_us))
+        except self._nv.NVMLError_NotSupported as e:
+            raise NotSupported(f"nvmlDeviceGetProcessUtilization: {e}") from e
+        except self._nv.NVMLError_NotFound:
+            return []
+        return [(int(s.pid), int(s.smUtil)) for s in samples]
 
     def device_uuid(self, index: int) -> str:
         uuid = self._call("nvmlDeviceGetUUID", index)

@@ -71,6 +71,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             levels=args.level,
             progress=not args.no_progress,
             profile=[p for p in (args.profile or "").split(",") if p] or None,
+            threads=args.threads,
+            retry_noisy=args.retry_noisy,
         )
     except KeyboardInterrupt:
         print("\ninterrupted: finished cases are journaled; rerun with --resume latest",
@@ -181,6 +183,66 @@ def _cmd_train_tiny(args: argparse.Namespace) -> int:
     return int(train.main(argv) or 0)
 
 
+def _threads_arg(text: str) -> int | str:
+    """``--threads``: an integer or ``auto`` (its range is checked by the runner, up front)."""
+    from effbench.suite.threads import parse_threads
+
+    try:
+        return parse_threads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _retry_arg(text: str) -> int:
+    """``--retry-noisy N``: an integer >= 0."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 0")
+    return n
+
+
+def _gate_threads(handler):
+    """Wrap ``effbench gate`` so ``--run``/``--ab`` runs use one thread count, chosen here.
+
+    The count (``--threads``, else the preset's ``[run] threads``, else ``auto``) is validated
+    before anything runs and exported as ``EFFBENCH_THREADS`` (read by this effbench's runner,
+    in process for ``--run`` and in the working tree's side of ``--ab``) and as
+    ``OMP_NUM_THREADS`` (read by torch at start in every subprocess, so the base side of an A/B
+    built from an older commit that knows no ``--threads`` gets the same count too). Both
+    sides of an A/B thus measure with the same threads, chosen once.
+    """
+
+    def run(args: argparse.Namespace) -> int:
+        import os
+
+        from effbench.suite import presets
+        from effbench.suite.threads import OMP_ENV, THREADS_ENV, apply_threads, choose_threads
+
+        if not args.run:
+            if args.threads is not None and not args.ab:
+                raise ConfigError("--threads applies to the runs gate starts: give --run "
+                                  "PRESET (or --ab BASE_REF --run PRESET)", "--threads")
+            return handler(args)
+        choice = choose_threads(args.threads, presets.load(args.run).run.threads)
+        saved = {k: os.environ.get(k) for k in (THREADS_ENV, OMP_ENV)}
+        os.environ[THREADS_ENV] = os.environ[OMP_ENV] = str(choice.threads)
+        apply_threads(choice.threads)  # this process's own timing (canaries) too
+        print(choice.describe(), file=sys.stderr)
+        try:
+            return handler(args)
+        finally:  # main() may be called in process (tests): leave the environment as it was
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    return run
+
+
 def _user_errors(handler):
     """Wrap a handler whose ValueErrors are the user's input (a bad file), not bugs."""
 
@@ -222,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--profile", metavar="P1,P2", help="attach profilers to every case "
                    "(tklqt, energy, bandwidth, host, memory)")
+    p.add_argument("--threads", type=_threads_arg, metavar="N|auto",
+                   help="torch intra-op threads, 1..usable cores (default: the preset's, else "
+                   "auto: the cores other processes leave free)")
+    p.add_argument("--retry-noisy", type=_retry_arg, default=0, metavar="N",
+                   help="re-measure a case measured under interference up to N times and "
+                   "keep the cleanest attempt (default 0)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("report", help="summary tables of a run")
@@ -274,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     from effbench.suite import gate_cli, repro_cli
 
     gate_cli.add_parsers(sub)
+    gate = sub.choices["gate"]  # --threads for the runs gate starts (gate_cli knows none)
+    gate.add_argument("--threads", type=_threads_arg, metavar="N|auto",
+                      help="torch threads of the --run/--ab runs (both A/B sides get the same)")
+    gate.set_defaults(func=_gate_threads(gate.get_default("func")))
     repro_cli.add_parsers(sub)
     return ap
 

@@ -36,7 +36,10 @@ its name here:
 
 Other verdicts: ``new`` (only in the candidate), ``missing`` (only in the baseline), ``failed``
 (the candidate's case failed; every baseline metric of it is marked), ``skipped`` (the caller
-refused a class, e.g. timings against another machine's baseline, see ``skip_timing``).
+refused a class, e.g. timings against another machine's baseline, see ``skip_timing``),
+``withheld`` (a timing compared, but the machine's speed differed between or within the runs
+according to their canaries, so the verdict is not trusted: effbench.suite.gate_canary; it
+never fails the gate, deterministic metrics still do).
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ from effbench.suite.metrics import DETERMINISTIC_KINDS, KINDS, kind_of
 from effbench.suite.records import SCHEMA_VERSION
 from effbench.suite.stats import bootstrap_ratio_ci, clean
 
-VERDICTS = ("regressed", "failed", "missing", "improved", "new", "skipped", "unchanged")
+VERDICTS = ("regressed", "failed", "missing", "improved", "new", "withheld", "skipped",
+            "unchanged")
 """Every verdict, in the order a report lists them (what needs attention first)."""
 FAILING = ("regressed", "failed")
 """Verdicts that make ``effbench gate`` exit 1."""
@@ -103,7 +107,9 @@ class Thresholds:
     of the median ratio. ``confidence``: level of its bootstrap CI. ``min_samples``: fewest
     samples per side to test at all. ``n_boot``: bootstrap resamples. ``count_rel``/``count_abs``
     and ``numeric_rel``/``numeric_abs``: tolerances of the deterministic classes (a change is
-    tolerated when ``|cand - base| <= max(rel * |base|, abs)``).
+    tolerated when ``|cand - base| <= max(rel * |base|, abs)``). ``canary_shift``: the smallest
+    machine-speed change the canaries must show before timing verdicts are withheld or
+    normalised (effbench.suite.gate_canary).
     """
 
     alpha: float = 0.01
@@ -115,11 +121,13 @@ class Thresholds:
     count_abs: float = 0.0
     numeric_rel: float = 1e-3
     numeric_abs: float = 1e-6
+    canary_shift: float = 0.025
 
     def __post_init__(self) -> None:
         _check_open01("alpha", self.alpha)
         _check_open01("confidence", self.confidence)
-        for name in ("timing_effect", "count_rel", "count_abs", "numeric_rel", "numeric_abs"):
+        for name in ("timing_effect", "count_rel", "count_abs", "numeric_rel", "numeric_abs",
+                     "canary_shift"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}", "[gate]")

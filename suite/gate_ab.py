@@ -4,7 +4,11 @@
 a temporary git worktree and runs ``python -m effbench.suite.cli run`` for base and head
 alternately (A B, B A, ...), each side importing its own code through a namespace shim on
 ``PYTHONPATH``, then pools each side's samples. Interleaving spreads slow machine drift
-(thermals, neighbours) over both sides alike. The worktree is removed afterwards.
+(thermals, neighbours) over both sides alike; a step in the machine's speed (a competing process
+starting mid-way) is caught by the runs' canaries, and only rounds whose two runs saw the same
+machine speed (as each other and as the fastest run) are pooled, or each run is normalised by its
+canary (effbench.suite.gate_ab_canary).
+The worktree is removed afterwards.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from effbench.suite import gate as gate_mod
+from effbench.suite import gate_ab_canary, subprocs
+from effbench.suite.canary import run_canary
 from effbench.suite.errors import ConfigError, StoreError
 from effbench.suite.gate_sides import Side
 from effbench.suite.store import load_records, read_manifest
@@ -81,39 +86,62 @@ def interleave(
     return order
 
 
+@subprocs.ChildGuard()
 def ab_sides(base_ref: str, preset: str, rounds: int, levels: Sequence[str] | None = None,
-             techniques: Sequence[str] | None = None) -> tuple[Side, Side]:
-    """Run ``preset`` with BASE_REF's code and with the working tree's, interleaved."""
+             techniques: Sequence[str] | None = None, canary: str = "drop",
+             canary_shift: float = gate_ab_canary.gate_canary.DEFAULT_MIN_SHIFT,
+             ) -> tuple[Side, Side]:
+    """Run ``preset`` with BASE_REF's code and with the working tree's, interleaved.
+
+    ``canary``: ``drop`` (pool only rounds whose two runs' canaries agree), ``normalize``
+    (normalise each run by its canary) or ``ignore`` (pool every round, as without canaries);
+    see effbench.suite.gate_ab_canary (``canary_shift``: its ``min_shift``). A canary is also
+    timed here before each side run and after the last, standing in for runs whose code records
+    none (an older base commit).
+
+    Guarded (``effbench.suite.subprocs.ChildGuard``): a SIGTERM/SIGINT while it runs stops the
+    side run it is waiting on (forwarded, then SIGKILL after the grace period), removes the
+    worktree and the temporary folder, and exits with ``128 + signum``.
+    """
     repo = Path(_git(Path.cwd(), "rev-parse", "--show-toplevel"))
     sha = _git(repo, "rev-parse", "--verify", f"{base_ref}^{{commit}}")
     preset_arg = str(Path(preset).resolve()) if Path(preset).exists() else preset
     tmp = Path(tempfile.mkdtemp(prefix="effbench-ab-"))
     worktree = tmp / "base"
-    _git(repo, "worktree", "add", "--detach", str(worktree), sha)
     try:
+        _git(repo, "worktree", "add", "--detach", str(worktree), sha)
         sides = {"base": worktree, "head": repo}
+        gaps: list[dict] = []  # stand-in canaries: before each side run, after the last
 
         def run_side(name: str, root: Path, r: int) -> None:
+            if canary != "ignore":
+                gaps.append(run_canary(f"before {name} round {r + 1}"))
             results = tmp / f"results-{name}"
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(
                 (str(namespace_shim(tmp / f"shim-{name}", root)), str(root)))}
             print(f"ab round {r + 1}/{rounds}: {name}", file=sys.stderr)
-            done = subprocess.run(side_command(preset_arg, results, levels, techniques),
-                                  cwd=root, env=env, capture_output=True, text=True,
-                                  check=False)
+            done = subprocs.run(side_command(preset_arg, results, levels, techniques),
+                                cwd=root, env=env, capture_output=True, text=True)
             if done.returncode != 0:
                 tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
                 raise StoreError(f"{name} side ({root}) run failed: {tail}")
 
-        interleave(sides, rounds, run_side)
-        out = []
+        order = interleave(sides, rounds, run_side)
+        if canary != "ignore":
+            gaps.append(run_canary("after the last run"))
+        harness = gate_ab_canary.attach_harness(order, gaps)
+        runs = []
         for name in sides:
-            results = tmp / f"results-{name}"
-            dirs = sorted((results / "runs").iterdir())
-            frames = [load_records(d) for d in dirs]
-            label = f"{name} ({sha[:10] if name == 'base' else 'working tree'}, {rounds} runs)"
-            out.append(Side(label, gate_mod.pool_runs(frames), read_manifest(dirs[-1])))
-        return out[0], out[1]
+            dirs = sorted((tmp / f"results-{name}" / "runs").iterdir())
+            runs += [gate_ab_canary.SideRun(name, r, load_records(d), read_manifest(d),
+                                            harness.get((name, r), ()))
+                     for r, d in enumerate(dirs)]
+
+        def label(name: str, n: int) -> str:
+            kept = f"{n} runs" if n == rounds else f"{n} of {rounds} runs"
+            return f"{name} ({sha[:10] if name == 'base' else 'working tree'}, {kept})"
+
+        return gate_ab_canary.pool(runs, rounds, canary, label, canary_shift)
     finally:
         subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(worktree)],
                        capture_output=True, check=False)

@@ -76,7 +76,8 @@ def _thresholds(args: argparse.Namespace) -> gate_mod.Thresholds:
 def cmd_compare(args: argparse.Namespace) -> int:
     base, cand = resolve_side(args.base, args.results), resolve_side(args.candidate, args.results)
     result, notes = gate_sides(base, cand, _thresholds(args), metrics=args.metric,
-                               force=args.force)
+                               force=args.force, ignore_canary=args.ignore_canary,
+                               normalize=args.normalize)
     print(render(result, args.format, base.label, cand.label, notes))
     return 0
 
@@ -88,7 +89,11 @@ def cmd_gate(args: argparse.Namespace) -> int:
             raise ConfigError("--ab needs --run PRESET: the preset both sides run", "--ab")
         if args.rounds < 1:
             raise ConfigError(f"--rounds must be >= 1, got {args.rounds}", "--rounds")
-        base, cand = ab_sides(args.ab, args.run, args.rounds, args.level, args.technique)
+        if args.ignore_canary and args.normalize:
+            raise ConfigError("--normalize needs the canary: drop --ignore-canary", "--normalize")
+        mode = "ignore" if args.ignore_canary else "normalize" if args.normalize else "drop"
+        base, cand = ab_sides(args.ab, args.run, args.rounds, args.level, args.technique,
+                              canary=mode, canary_shift=th.canary_shift)
     else:
         if not args.baseline:
             raise ConfigError("give --baseline NAME (or --ab BASE_REF --run PRESET)", "gate")
@@ -100,7 +105,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
         else:
             cand = resolve_side(args.candidate or "latest", args.results)
     result, notes = gate_sides(base, cand, th, metrics=args.metric,
-                               deterministic_only=args.deterministic_only, force=args.force)
+                               deterministic_only=args.deterministic_only, force=args.force,
+                               ignore_canary=args.ignore_canary, normalize=args.normalize)
     print(render(result, args.format, base.label, cand.label, notes))
     if gate_mod.passed(result) or args.report_only:
         return 0
@@ -179,6 +185,12 @@ def _gate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, help="rank-test significance level (default 0.01)")
     p.add_argument("--force", action="store_true",
                    help="compare timings even against a baseline from another machine")
+    p.add_argument("--ignore-canary", action="store_true",
+                   help="gate timings without looking at the runs' canaries (as before they "
+                        "existed)")
+    p.add_argument("--normalize", action="store_true",
+                   help="when the canaries say the machine's speed differed, divide candidate "
+                        "timings by the speed ratio instead of withholding their verdicts")
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("--results", default="results", help="results folder (default results/)")
 

@@ -2,6 +2,9 @@
 
 Pure: a result frame of ``effbench.suite.gate.compare`` in, a string out. Rows are listed in
 the order the gate sorts them (what changed first); Markdown folds unchanged metrics away.
+The canary comparison (effbench.suite.gate_canary, carried in ``result.attrs["canary"]``) comes
+first in every format: whether the machine ran at the same speed for both sides decides how far
+the timing verdicts below it can be trusted.
 """
 
 from __future__ import annotations
@@ -17,7 +20,15 @@ from effbench.suite import gate as gate_mod
 
 FORMATS = ("table", "markdown", "json")
 _SYMBOL = {"regressed": "!!", "failed": "XX", "missing": "??", "improved": "++", "new": "+",
-           "skipped": "--", "unchanged": ""}
+           "withheld": "~~", "skipped": "--", "unchanged": ""}
+
+
+def canary_line(result: pd.DataFrame) -> str | None:
+    """The canary comparison line of a gate result; None without one or when ignored."""
+    check = result.attrs.get("canary") if hasattr(result, "attrs") else None
+    if not isinstance(check, dict) or check.get("status") in (None, "ignored"):
+        return None
+    return f"canary:    {check.get('message') or ''}"
 
 
 def _num(x: Any, unit: str = "") -> str:
@@ -62,16 +73,19 @@ def summary_line(result: pd.DataFrame) -> str:
 
 def render(result: pd.DataFrame, fmt: str, base: str, cand: str, notes: Sequence[str] = ()) -> str:
     """The comparison as text: ``table`` (terminal), ``markdown`` (CI comment) or ``json``."""
+    canary = canary_line(result)
     if fmt == "json":
         rows = json.loads(result.to_json(orient="records"))  # NaN -> null
-        return json.dumps({"baseline": base, "candidate": cand, "passed": gate_mod.passed(result),
+        return json.dumps({"canary": result.attrs.get("canary"), "baseline": base,
+                           "candidate": cand, "passed": gate_mod.passed(result),
                            "counts": gate_mod.counts(result), "notes": list(notes),
                            "rows": rows}, indent=2)
     shown = _display(result)
     changed = result["verdict"] != "unchanged"
     if fmt == "markdown":
-        lines = [f"### effbench gate: {summary_line(result)}", "",
-                 f"Baseline: `{base}`, candidate: `{cand}`", ""]
+        lines = [f"### effbench gate: {summary_line(result)}", ""]
+        lines += [f"**canary:** {canary.removeprefix('canary:').strip()}", ""] if canary else []
+        lines += [f"Baseline: `{base}`, candidate: `{cand}`", ""]
         lines += [f"> {n}" for n in notes] + ([""] if notes else [])
         if changed.any():
             lines += [_markdown_table(shown[changed]), ""]
@@ -83,7 +97,8 @@ def render(result: pd.DataFrame, fmt: str, base: str, cand: str, notes: Sequence
     with pd.option_context("display.width", 250, "display.max_colwidth", 90,
                            "display.max_rows", None):
         body = shown.to_string(index=False) if len(shown) else "(no rows)"
-    head = [f"baseline:  {base}", f"candidate: {cand}", *[f"note: {n}" for n in notes]]
+    head = [*([canary] if canary else []), f"baseline:  {base}", f"candidate: {cand}",
+            *[f"note: {n}" for n in notes]]
     return "\n".join([*head, "", body, "", summary_line(result)])
 
 

@@ -2,8 +2,10 @@
 
 A ``Side`` is what the gate compares: a label for reports, a records frame and the manifest of
 the machine that measured it. ``resolve_side`` finds one by baseline name or run reference;
-``gate_sides`` compares two, refusing timing verdicts across machines unless forced (the
-command-line handlers, ``compare`` and the A/B runner all go through it).
+``gate_sides`` compares two, refusing timing verdicts across machines unless forced, and
+checking first that the machine ran at the same speed for both (their canaries,
+effbench.suite.gate_canary): when it did not, timing verdicts are withheld, or normalised on
+request (the command-line handlers, ``compare`` and the A/B runner all go through it).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from effbench.suite import baselines
+from effbench.suite import baselines, gate_canary
 from effbench.suite import gate as gate_mod
 from effbench.suite.errors import ConfigError, StoreError
 from effbench.suite.store import load_records, read_manifest, resolve_run
@@ -23,11 +25,20 @@ from effbench.suite.store import load_records, read_manifest, resolve_run
 
 @dataclass(frozen=True)
 class Side:
-    """One side of a comparison: a label for reports, its records and its manifest."""
+    """One side of a comparison: a label for reports, its records and its manifest.
+
+    ``notes`` are lines the reports show about how the side was assembled (the A/B runner's
+    canary rounds); ``canary_check``, when set (a ``gate_canary.CanaryCheck``), is the canary
+    comparison already decided by whoever assembled the sides (the A/B runner checks each
+    round's two runs, which pooled canaries no longer can), used instead of comparing the
+    manifests' canaries.
+    """
 
     label: str
     records: pd.DataFrame
     manifest: dict[str, Any]
+    notes: tuple[str, ...] = ()
+    canary_check: Any = None
 
 
 def resolve_side(ref: str, root: Path | str) -> Side:
@@ -59,9 +70,28 @@ def gate_sides(
     metrics: Sequence[str] | None = None,
     deterministic_only: bool = False,
     force: bool = False,
+    ignore_canary: bool = False,
+    normalize: bool = False,
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Compare two sides; timings are skipped across machines unless ``force``. Returns notes."""
-    notes: list[str] = []
+    """Compare two sides; timings are skipped across machines unless ``force``. Returns notes.
+
+    Before any timing verdict the sides' canaries are compared (``gate_canary.check``): when
+    the machine's speed differed, timing rows become ``withheld`` (or, with ``normalize``, the
+    candidate's timings are put on the baseline's machine speed first); deterministic metrics
+    gate regardless. ``result.attrs["canary"]`` holds the comparison (``CanaryCheck.to_json``;
+    its ``message`` is the line every report shows first). ``ignore_canary`` gives exactly the
+    verdicts of a gate without canaries.
+    """
+    if ignore_canary and normalize:
+        raise ConfigError("--normalize needs the canary: drop --ignore-canary", "--normalize")
+    if ignore_canary:
+        check = gate_canary.ignored()
+    elif base.canary_check is not None or cand.canary_check is not None:
+        check = cand.canary_check if cand.canary_check is not None else base.canary_check
+    else:
+        check = gate_canary.check(base.manifest, cand.manifest, normalize=normalize,
+                                  min_shift=thresholds.canary_shift)
+    notes: list[str] = [*base.notes, *cand.notes]
     same, why = baselines.same_machine(base.manifest, cand.manifest)
     skip = None
     if not same and not force:
@@ -70,6 +100,14 @@ def gate_sides(
     elif not same:
         notes.append(f"--force: comparing timings across machines ({why})")
     classes = gate_mod.DETERMINISTIC_CLASSES if deterministic_only else gate_mod.CLASSES
-    result = gate_mod.compare(base.records, cand.records, thresholds, metrics=metrics,
+    cand_records, scaled = cand.records, set()
+    if check.action == "normalize":
+        cand_records, scaled = gate_canary.normalize_frame(cand.records, check.ratio)
+    result = gate_mod.compare(base.records, cand_records, thresholds, metrics=metrics,
                               classes=classes, skip_timing=skip)
+    if check.action == "withhold":
+        result = gate_canary.withhold(result, check.short)
+    elif check.action == "normalize":
+        result = gate_canary.mark_normalized(result, scaled, check.short)
+    result.attrs["canary"] = check.to_json()
     return result, notes

@@ -49,6 +49,8 @@ def build_manifest(config: dict[str, Any], run_id: str) -> dict[str, Any]:
         "packages": package_versions(PACKAGES),
         "cuda": cuda,
         "device": device_label(config, cuda),
+        # the run's torch thread count and how it was chosen (effbench.suite.threads)
+        "threads": config.get("threads"),
         "config": config,
     }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,8 @@ class RunSettings:
     target_rel_ci: float = 0.02
     case_budget_s: float = 3.0
     warmup_s: float = 0.05
-    threads: int = 0
+    # intra-op threads: "auto" (the cores really free) or a count (effbench.suite.threads)
+    threads: int | str = "auto"
     cold_cache: bool = False
 
 
@@ -133,13 +134,26 @@ def _fill(cls: type, got: Mapping[str, Any], table: str, loc: Locator, lows: dic
 
 
 def _run_settings(got: Mapping[str, Any], loc: Locator) -> RunSettings:
-    lows = {"seed": 0, "target_rel_ci": 1e-4, "case_budget_s": 0.01, "warmup_s": 0, "threads": 0}
+    got = dict(got)
+    threads = got.pop("threads", "auto")
+    lows = {"seed": 0, "target_rel_ci": 1e-4, "case_budget_s": 0.01, "warmup_s": 0}
     rs = _fill(RunSettings, got, "run", loc, lows)
     if rs.dtype not in _DTYPES:
         raise ConfigError(
             f"dtype '{rs.dtype}' is not one of {list(_DTYPES)}", loc.at("run", "dtype")
         )
-    return rs
+    return replace(rs, threads=_threads_setting(threads, loc.at("run", "threads")))
+
+
+def _threads_setting(value: Any, where: str) -> int | str:
+    """``[run] threads``: ``"auto"`` or a count >= 1; the upper bound (the usable cores) is
+    checked when a run starts, on the machine that runs it (effbench.suite.threads).
+    """
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
+                           and value >= 1):
+        return value
+    raise ConfigError(f"'threads' must be \"auto\" or an integer >= 1 (at most the usable "
+                      f"CPU cores), got {value!r}", where)
 
 
 def _kernel_settings(got: Mapping[str, Any], loc: Locator) -> KernelSettings:

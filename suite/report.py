@@ -23,6 +23,15 @@ from effbench.suite.technique import LEVELS
 
 KEY_COLUMNS = ("level", "workload", "technique", "params")
 ERROR_COLUMN = "error"
+NOISY_MARK = "~"
+"""Suffix of the timing cells of a case measured under interference (stats ``noisy``)."""
+NOISY_FOOTER = (
+    f"{NOISY_MARK} measured under interference: other processes used the run's CPUs (or GPU) "
+    "while the case was timed; its interference.* records say how much. `effbench run "
+    "--retry-noisy N` re-measures such cases."
+)
+CONTEXT_PREFIX = "interference."
+"""Records that describe the machine while a case ran, not the case: shown as the mark only."""
 _ERROR_CHARS = 80
 _TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _TIME_SCALES = (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9))
@@ -147,9 +156,25 @@ def _center_and_ci(row: dict[str, Any]) -> tuple[float, float | None]:
     return (math.nan if center is None else center), rel
 
 
+ABOVE_PEAK = "!>100%"
+"""Shown instead of a percentage of peak above 100 (stats ``above_peak``): a measurement
+problem (the peak, or the analytic count), never a result."""
+
+
 def _cell(row: dict[str, Any]) -> str:
+    if _number(_as_dict(row.get("stats")).get("above_peak")):
+        return ABOVE_PEAK
     center, rel = _center_and_ci(row)
-    return format_cell(center, str(row.get("unit") or ""), rel)
+    text = format_cell(center, str(row.get("unit") or ""), rel)
+    if is_noisy(row) and metrics.kind_of(str(row.get("metric") or "")) == "timing":
+        text += NOISY_MARK
+    return text
+
+
+def is_noisy(row: dict[str, Any]) -> bool:
+    """Whether a record (row) belongs to a case measured under interference (stats ``noisy``)."""
+    flag = _as_dict(row.get("stats")).get("noisy")
+    return flag is True or bool(_number(flag))
 
 
 def _unit_rank(unit: str) -> int:
@@ -243,11 +268,16 @@ def summary_table(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
     Rows are (level, workload, technique, params), plus ``run`` first when the frame holds more
     than one run; columns are the metrics, each cell a formatted median with its relative CI.
-    Failed or skipped cases get an ``error`` column with their first error line.
+    Failed or skipped cases get an ``error`` column with their first error line. The timing
+    cells of a case measured under interference end in ``NOISY_MARK`` (``12.3 ms ±4.1%~``);
+    its ``interference.*`` records themselves are left out (they describe the machine, and
+    ``render_text`` explains the mark in a footer line).
     """
     if df.empty:
         return {}
-    frame = df.copy()
+    frame = df[~df["metric"].astype(str).str.startswith(CONTEXT_PREFIX)].copy()
+    if frame.empty:
+        return {}
     if "created_ns" in frame:
         frame = frame.sort_values("created_ns", kind="stable")
     frame["params"] = frame["params"].map(params_label)
@@ -295,7 +325,10 @@ def render_text(
         return "no records\n"
     if plain is None:
         plain = not _rich_available()
-    return _render_plain(tables, width) if plain else _render_rich(tables, width)
+    text = _render_plain(tables, width) if plain else _render_rich(tables, width)
+    if any(str(v).endswith(NOISY_MARK) for t in tables.values() for v in t.to_numpy().ravel()):
+        text += f"\n{NOISY_FOOTER}\n"
+    return text
 
 
 def _is_key(column: str) -> bool:

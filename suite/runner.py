@@ -4,7 +4,9 @@ Order of work, so that bad input fails before any measurement: preset (already v
 load), device, model and draft paths, results folder; then cases run one by one. A case that
 raises (out of memory included) or yields a NaN is recorded as failed with its error, and the
 sweep goes on. Each case's records are journaled as soon as it ends, so a killed run loses no
-finished case, and ``resume`` skips the cases a run already holds.
+finished case, and ``resume`` skips the cases a run already holds. A fixed reference workload,
+the canary (effbench.suite.canary), is timed at the start, between cases every 30 s and at the
+end, into the manifest, so the gate can tell a slower machine from slower code.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
+from effbench.profilers.interference import Observation, make_observer
+from effbench.suite import artifacts as case_artifacts
+from effbench.suite import canary as run_canaries
 from effbench.suite import registry
 from effbench.suite.cases import Case, expand
 from effbench.suite.context import RunContext, check_model
@@ -34,6 +39,7 @@ from effbench.suite.levels import serving as serving_level
 from effbench.suite.presets import Preset
 from effbench.suite.records import Record
 from effbench.suite.store import RunStore, check_writable
+from effbench.suite.threads import ThreadChoice, apply_threads, choose_threads
 
 if TYPE_CHECKING:  # pragma: no cover
     from effbench.profilers.base import ProfileResult
@@ -133,6 +139,95 @@ def run_case(case: Case, ctx: RunContext) -> list[Metric]:
     return metrics
 
 
+def _observed(observe: Callable[[], Any], case: Case, ctx: RunContext
+              ) -> tuple[list[Metric], Observation]:
+    """One timed pass of ``case`` inside a fresh interference observer.
+
+    The observer never fails the case: one whose construction, ``start()`` or ``stop()``
+    raises gives an observation that says so (``unavailable``) and is not noisy.
+    """
+    try:
+        watcher = observe()
+        watcher.start()
+    except Exception as e:  # noqa: BLE001 - an observer never fails a case
+        watcher, broken = None, f"the observer raised {type(e).__name__}: {e}"
+    try:
+        metrics = run_case(case, ctx)
+    finally:
+        if watcher is not None:
+            try:
+                watcher.stop()
+                seen = watcher.observation
+            except Exception as e:  # noqa: BLE001
+                seen = Observation(unavailable=(f"stop() raised {type(e).__name__}: {e}",))
+        else:
+            seen = Observation(unavailable=(broken,))
+    return metrics, seen
+
+
+def _timed(
+    case: Case, ctx: RunContext, observe: Callable[[], Any], retries: int,
+    choice: ThreadChoice, log: Callable[[str], None],
+) -> tuple[list[Metric], Observation, int]:
+    """The case's timed pass, observed; re-measured while noisy, up to ``retries`` more times.
+
+    Returns the metrics of the cleanest attempt (the least interference, ``Observation.score``;
+    the earlier on a tie), its observation, and how many timed passes ran. A quiet attempt ends
+    the loop. The first attempt raising fails the case as before; a re-measurement raising ends
+    the retries and keeps the best attempt so far, so nothing measured is lost. torch's thread
+    count is re-applied before each pass in case a level or profiler changed it.
+    """
+    best: tuple[list[Metric], Observation] | None = None
+    attempts = 0
+    for attempt in range(1 + retries):
+        if torch.get_num_threads() != choice.threads:
+            torch.set_num_threads(choice.threads)
+        attempts += 1
+        try:
+            metrics, seen = _observed(observe, case, ctx)
+        except Exception as e:
+            if best is None:
+                raise
+            log(f"re-measuring {case.case_id} raised {type(e).__name__}: {e}; keeping the "
+                "cleanest earlier attempt")
+            break
+        if best is None or seen.score < best[1].score:
+            best = (metrics, seen)
+        if not seen.noisy:
+            break
+        if attempt < retries:
+            log(f"noisy: {case.case_id}: {seen.reason}; re-measuring "
+                f"(attempt {attempt + 2} of at most {retries + 1})")
+    assert best is not None  # the first attempt either returned or raised
+    return best[0], best[1], attempts
+
+
+def _interference_records(case: Case, device: str, run_id: str, seen: Observation,
+                          attempts: int) -> list[Record]:
+    """The observation as ``interference.<x>`` records, plus ``interference.attempts``; a part
+    that could not be observed is one ``skipped`` ``interference.unavailable`` record.
+    """
+    readings = [profiler_reading(f"interference.{name}", value, unit)
+                for name, (value, unit) in seen.metrics.items()]
+    readings.append(profiler_reading("interference.attempts", float(attempts), "count"))
+    recs = _records(case, device, run_id, readings)
+    if seen.unavailable:
+        recs.append(_not_measured(case, device, run_id, "interference.unavailable", "skipped",
+                                  "; ".join(seen.unavailable)))
+    return recs
+
+
+def _stamped(records: list[Record], choice: ThreadChoice, seen: Observation | None,
+             attempts: int) -> list[Record]:
+    """Every record of a case with the run's ``threads`` in its stats, and, when the case was
+    observed, ``noisy`` (1.0 or 0.0) and ``attempts``: so a record read alone says both.
+    """
+    extra: dict[str, Any] = {"threads": choice.threads}
+    if seen is not None:
+        extra.update(noisy=1.0 if seen.noisy else 0.0, attempts=attempts)
+    return [dataclasses.replace(r, stats={**r.stats, **extra}) for r in records]
+
+
 def run(
     preset: Preset,
     *,
@@ -143,13 +238,28 @@ def run(
     progress: bool = True,
     profile: list[str] | None = None,
     log: Callable[[str], None] = print,
+    threads: int | str | None = None,
+    retry_noisy: int = 0,
+    observer: Callable[[], Any] | None = None,
 ) -> RunOutcome:
     """Run (or resume) a preset and return where its records are.
 
     ``profile`` names profilers (``effbench.profilers.registry``) attached to every case; each
     case's
     artifacts (traces, py-spy output) go under ``<run>/artifacts/<case index>/``.
+
+    ``threads`` (``--threads``: a count or ``auto``) overrides the preset's ``[run] threads``
+    (effbench.suite.threads.choose_threads); the count is validated before anything runs, set
+    in torch before the first case, written to the manifest (``threads``) and to every
+    record's ``stats["threads"]``. Every case's timed pass is observed for interference
+    (``observer``: a factory of effbench.profilers.interference observers, the real one by
+    default); a case marked noisy is re-measured up to ``retry_noisy`` times (``_timed``).
     """
+    if isinstance(retry_noisy, bool) or not isinstance(retry_noisy, int) or retry_noisy < 0:
+        raise ConfigError(f"--retry-noisy must be an integer >= 0, got {retry_noisy!r}",
+                          "--retry-noisy")
+    choice = choose_threads(threads, preset.run.threads,
+                            setting_where=f"{preset.path}: [run] threads")
     device = resolve_device(preset.run.device)
     dtype = resolve_dtype(preset.run.dtype, device)
     cases = filter_cases(expand(preset, preset.run.device), techniques, levels)
@@ -172,30 +282,48 @@ def run(
                 check_model(preset.run.draft)
         except ValueError as e:
             raise ConfigError(str(e), "--model") from None
+    applied = apply_threads(choice.threads)  # before any case, canary or model load
+    log(choice.describe())
     config = {"preset": preset.path, "run": dataclasses.asdict(preset.run),
-              "cases": [c.case_id for c in cases]}
+              "cases": [c.case_id for c in cases],
+              "threads": {**choice.to_json(), "torch": applied}}
     store = RunStore.open(results, resume) if resume else RunStore.create(
         results, preset.run.name, config
     )
     done = store.completed_cases()
     todo = [c for c in cases if c.case_id not in done]
-    if preset.run.threads:
-        torch.set_num_threads(preset.run.threads)
     ctx = RunContext(preset, device, dtype)
+    observe = observer or (lambda: make_observer(choice.threads, choice.usable_cores,
+                                                 str(device)))
+    noisy = 0
     label = describe(device)
     failed = 0
     t0 = time.perf_counter()
     if done:
         log(f"resuming {store.run_id}: {len(cases) - len(todo)} case(s) already done")
     index = {c.case_id: i for i, c in enumerate(cases)}
+    # the machine's control group: a fixed workload timed at the start, between cases every
+    # interval_s and at the end, into the manifest (effbench.suite.canary); never raises
+    canaries = run_canaries.CanaryLog(
+        store, log=log, budget_s=min(run_canaries.BUDGET_S, preset.run.case_budget_s))
+    canaries.run("start")
     bar = tqdm(todo, desc=preset.run.name, unit="case", disable=not progress, leave=False)
     for case in bar:
+        canaries.maybe_between()
         bar.set_postfix_str(f"{case.level}:{case.technique}", refresh=True)
+        # where a level may write files of its own for this case (effbench.suite.artifacts)
+        ctx.memo[case_artifacts.KEY] = case_artifacts.CaseArtifacts(store.run_dir,
+                                                                    index[case.case_id])
+        seen, attempts = None, 0
         try:
+            measured, seen, attempts = _timed(case, ctx, observe, retry_noisy, choice, log)
+            noisy += seen.noisy
             if profile:
-                recs = _profiled(case, ctx, label, store, profile, index[case.case_id])
+                recs = _profiled(case, ctx, label, store, profile, index[case.case_id],
+                                 measured)
             else:
-                recs = _records(case, label, store.run_id, run_case(case, ctx))
+                recs = _records(case, label, store.run_id, measured)
+            recs += _interference_records(case, label, store.run_id, seen, attempts)
         except Exception as e:  # noqa: BLE001 - every failure is recorded, the sweep goes on
             failed += 1
             if isinstance(e, torch.OutOfMemoryError):
@@ -204,15 +332,21 @@ def run(
             msg = f"{type(e).__name__}: {e} ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})"
             recs = [_not_measured(case, label, store.run_id, "error", "failed", msg)]
             log(f"case failed: {case.case_id}: {msg}")
-        store.append(recs)
+        store.append(_stamped(recs, choice, seen, attempts))
+    ctx.memo.pop(case_artifacts.KEY, None)
     bar.close()
+    canaries.run("end")
+    if noisy:
+        log(f"{noisy} case(s) measured under interference (marked ~ in the report)"
+            + ("" if retry_noisy else "; --retry-noisy N re-measures them"))
     store.finalize()
     return RunOutcome(store, len(cases), len(cases) - len(todo), failed,
                       time.perf_counter() - t0)
 
 
 def _profiled(
-    case: Case, ctx: RunContext, label: str, store: RunStore, names: list[str], index: int
+    case: Case, ctx: RunContext, label: str, store: RunStore, names: list[str], index: int,
+    measured: list[Metric] | None = None,
 ) -> list[Record]:
     """Run a case timed with no profiler attached, then once more under the profilers.
 
@@ -240,7 +374,9 @@ def _profiled(
     from effbench.profilers.base import Collected
     from effbench.profilers.registry import build
 
-    measured = run_case(case, ctx)  # pass 1: timed, nothing attached
+    if measured is None:  # pass 1: timed, nothing attached (``run`` gives it, observed)
+        measured = run_case(case, ctx)
+    ctx.memo.pop(case_artifacts.KEY, None)  # pass 2 must not overwrite pass 1's level files
     artifacts = store.run_dir / "artifacts" / f"{index:04d}"
     artifacts.mkdir(parents=True, exist_ok=True)
     profs = build(names, str(ctx.device), artifacts)

@@ -26,6 +26,11 @@ one clock. Definitions, for a request with emissions ``(t_1, n_1) ... (t_k, n_k)
 Unfinished requests (``finished=False``, e.g. errors or timeouts) still define the run's time
 span, count in the goodput fraction's denominator (they missed their SLO), but are excluded from
 latency distributions and token/request throughput, as vLLM's benchmark does with failures.
+
+The timelines themselves are kept: :func:`write_timelines` stores them as one Parquet file
+(the serving level writes one per case, see ``TIMELINES_FILE``) and :func:`load_timelines`
+reads them back, float for float, so anyone can recompute any serving metric with their own
+formulas.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -267,3 +274,97 @@ def serving_summary(
         },
     }
     return summary
+
+
+TIMELINES_FILE = "serving_timelines.parquet"
+"""Name of the serving level's per-case timelines file in the case's artifacts folder."""
+TIMELINES_SCHEMA = "effbench.serving_timelines/1"
+"""Value of the ``effbench.schema`` key in the file's Parquet metadata."""
+
+
+def _timelines_schema() -> Any:
+    import pyarrow as pa
+
+    emission = pa.struct([("t_s", pa.float64()), ("n_tokens", pa.int64())])
+    return pa.schema(
+        [
+            ("request", pa.int64()),
+            ("arrival_s", pa.float64()),
+            ("emissions", pa.list_(emission)),
+            ("prompt_tokens", pa.int64()),
+            ("output_tokens", pa.int64()),
+            ("finished", pa.bool_()),
+        ],
+        metadata={
+            "effbench.schema": TIMELINES_SCHEMA,
+            "effbench.clock": "seconds since the serving run's start (its t0)",
+        },
+    )
+
+
+def write_timelines(
+    path: str | Path,
+    requests: Sequence[RequestTimeline],
+    ids: Sequence[int] | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write timelines to a Parquet file, one row per request, in the given order.
+
+    Columns: ``request`` (``ids``, default 0..n-1), ``arrival_s``, ``emissions`` (a list of
+    ``{t_s, n_tokens}`` structs in time order), ``prompt_tokens``, ``output_tokens`` (the sum
+    of ``n_tokens``, for convenience) and ``finished``. Times are float64, written as they are
+    (no rounding), so :func:`load_timelines` gives back exactly the same floats. ``metadata``
+    adds string key/values to the file's schema metadata (e.g. the case id).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = list(range(len(requests))) if ids is None else list(ids)
+    if len(ids) != len(requests):
+        raise ValueError(f"{len(ids)} ids for {len(requests)} requests")
+    schema = _timelines_schema()
+    if metadata:
+        schema = schema.with_metadata({**schema.metadata,
+                                       **{str(k).encode(): str(v).encode()
+                                          for k, v in metadata.items()}})
+    table = pa.Table.from_pylist(
+        [
+            {
+                "request": int(i),
+                "arrival_s": float(r.arrival_s),
+                "emissions": [{"t_s": t, "n_tokens": n} for t, n in r.emissions],
+                "prompt_tokens": int(r.prompt_tokens),
+                "output_tokens": r.output_tokens,
+                "finished": bool(r.finished),
+            }
+            for i, r in zip(ids, requests)
+        ],
+        schema=schema,
+    )
+    path = Path(path)
+    pq.write_table(table, path, compression="zstd")
+    return path
+
+
+def load_timelines(path: str | Path) -> list[RequestTimeline]:
+    """Read a file written by :func:`write_timelines` back into ``RequestTimeline``s, in file
+    order (the serving level writes them in request-id order, the order its metrics use).
+
+    ValueError when a column is missing or a row is not a valid timeline.
+    """
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(Path(path))
+    need = {"arrival_s", "emissions", "prompt_tokens", "finished"}
+    missing = sorted(need - set(table.column_names))
+    if missing:
+        raise ValueError(f"{path}: not a serving timelines file (missing columns {missing})")
+    return [
+        RequestTimeline(
+            arrival_s=row["arrival_s"],
+            emissions=tuple((e["t_s"], e["n_tokens"]) for e in row["emissions"] or ()),
+            prompt_tokens=row["prompt_tokens"],
+            finished=row["finished"],
+        )
+        for row in table.to_pylist()
+    ]

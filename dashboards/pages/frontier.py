@@ -94,7 +94,8 @@ def render() -> None:
         "Outlined points are on the frontier: no other case is at least as good on both axes "
         "and better on one. Faded points are dominated. The dotted staircase bounds the region "
         "the frontier dominates. Hover a point for its technique, parameters and run; copies "
-        "of a case from several runs overlap."
+        "of a case from several runs overlap. Diamonds are cases measured under interference "
+        "(other processes busy on the machine while they were timed: `noisy` in the tables)."
     )
 
     rx, ry = reference_point(view, x, y, x_dir, y_dir)
@@ -111,7 +112,7 @@ def render() -> None:
     m3.metric("techniques on the frontier", view.loc[mask, "technique"].nunique())
 
     front = view.loc[mask].sort_values(x)
-    shown = ["technique", "params_label", "workload", "level", "device", "run_id", x, y]
+    shown = ["technique", "params_label", "workload", "level", "device", "run_id", "noisy", x, y]
     shown += [third] if third and third not in (x, y) else []
     st.subheader("Frontier cases")
     st.dataframe(front[shown], hide_index=True, key="frontier_table")

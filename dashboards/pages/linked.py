@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from effbench.dashboards.analysis import linked_levels
+from effbench.dashboards.analysis import UNPAIRED_SPEEDUP, linked_levels
 from effbench.dashboards.charts import comparison_bar
 from effbench.dashboards.data import case_metrics
 from effbench.dashboards.state import page_store
@@ -32,7 +32,9 @@ def _baseline(family: str) -> str:
 def render() -> None:
     st.title("Linked levels")
     st.caption("One technique from its kernel speedup over the family baseline, to engine "
-               "throughput and quality, to serving metrics.")
+               "throughput and quality, to serving metrics. The kernel speedup is unpaired (the "
+               "baseline's kernel case, measured separately); the engine speedup is paired "
+               "(technique and baseline run side by side, one ratio per round).")
     store = page_store()
     if store is None:
         return
@@ -60,7 +62,7 @@ def render() -> None:
             st.subheader(level)
             for metric, rows in part.groupby("metric", sort=False):
                 rows = rows.assign(case=rows["workload"] + " · " + rows["params"])
-                ref = 1.0 if metric == "speedup" else None
+                ref = 1.0 if metric in ("speedup", UNPAIRED_SPEEDUP) else None
                 st.plotly_chart(comparison_bar(rows, "case", "value", title=metric,
                                                value_title=metric, reference=ref),
                                 key=f"bar_{level}_{metric}")

@@ -4,8 +4,9 @@ Speed and quality come from the same run of the same components:
 - speed: ``prompts`` eval prompts generate ``max_new_tokens`` each, offline (all present at
   t=0, at most ``batch`` running at once), repeated until the median's confidence interval is
   within the target or the budget is spent.
-  Non-baseline techniques run interleaved with their family's baseline (A B A B ...), so the
-  speedup is a ratio of runs measured side by side.
+  Non-baseline techniques run interleaved with their family's baseline (A B, B A, ...), so the
+  speedup is a ratio of runs measured side by side, and the rounds go on until the speedup's
+  own confidence interval reaches the target (or are marked ``converged = 0``).
 - quality (attention, KV cache): the eval continuations are teacher-forced through the same
   attention backend and cache, one decode step per token as in generation; perplexity, and
   top-1 agreement and KL divergence against the dense/full-cache baseline's logits.
@@ -241,8 +242,27 @@ def quality(ctx: RunContext, case: Case, comp: Components) -> list[Metric]:
     ]
 
 
+def converged(samples: list[float], target_rel_ci: float) -> bool:
+    """Whether the median's CI of ``samples`` is within ``target_rel_ci`` (NaN: not)."""
+    return bool(summarize(samples)["rel_ci"] <= target_rel_ci)
+
+
 def speed(ctx: RunContext, case: Case, comp: Components) -> tuple[list[Metric], dict]:
-    """Repeated generation runs; interleaved with the baseline unless this is the baseline."""
+    """Repeated generation runs; interleaved with the baseline unless this is the baseline.
+
+    A round is one technique run, plus one baseline run for a non-baseline technique, in
+    alternating order (T B, B T, ...). Rounds go on until the statistic the case reports as
+    its result is precise enough: for a non-baseline technique that is ``speedup``, the
+    per-round ratio baseline/technique batch latency, so the loop stops once the median's CI
+    of those ratios (``rel_ci``) is within ``[run] target_rel_ci``; for the baseline itself it
+    is ``batch_latency``. It also stops after ``[engine] max_repeats`` rounds, or after at least
+    ``min_repeats`` once the case budget (doubled when paired) has passed. The driving
+    metric's stats say ``converged`` (1.0 when its ``rel_ci`` reached the target, else 0.0:
+    the samples are kept and the record stored, marked) and ``target_rel_ci``; every speed
+    metric's say ``rounds``. Every round's ratio is a ``speedup`` sample, and the technique's
+    own timings (``batch_latency``, token rates) are the same rounds' technique runs, so
+    sample ``i`` of each belongs to round ``i``.
+    """
     e, run = ctx.preset.engine, ctx.preset.run
     is_base = registry.get(case.technique).baseline
     base = None if is_base else components(case.family, None, None)
@@ -250,6 +270,7 @@ def speed(ctx: RunContext, case: Case, comp: Components) -> tuple[list[Metric], 
     if base is not None:
         generate(ctx, base, e.batch)
     tps, pre_tps, e2e, ratios = [], [], [], []
+    driver = e2e if base is None else ratios  # what the result's precision is judged on
     tokens = {"prefill_tokens": 0, "decode_tokens": 0, "requests": 0}
     last: dict[str, EngineResult] = {}
     t_end = time.perf_counter() + run.case_budget_s * (1 if is_base else 2)
@@ -273,17 +294,20 @@ def speed(ctx: RunContext, case: Case, comp: Components) -> tuple[list[Metric], 
         if n >= e.max_repeats:
             break
         if n >= e.min_repeats and (
-            summarize(e2e)["rel_ci"] <= run.target_rel_ci or time.perf_counter() > t_end
+            converged(driver, run.target_rel_ci) or time.perf_counter() > t_end
         ):
             break
     res = last["tech"]
+    rounds = {"rounds": float(len(e2e))}
+    done = {**rounds, "converged": float(converged(driver, run.target_rel_ci)),
+            "target_rel_ci": float(run.target_rel_ci)}
     metrics = [
-        from_samples("decode_tokens_per_s", tps, "tok/s", "higher"),
-        from_samples("prefill_tokens_per_s", pre_tps, "tok/s", "higher"),
-        from_samples("batch_latency", e2e, "s", "lower"),
+        from_samples("decode_tokens_per_s", tps, "tok/s", "higher", rounds),
+        from_samples("prefill_tokens_per_s", pre_tps, "tok/s", "higher", rounds),
+        from_samples("batch_latency", e2e, "s", "lower", rounds if ratios else done),
     ]
     if ratios:
-        metrics.append(from_samples("speedup", ratios, "x", "higher"))
+        metrics.append(from_samples("speedup", ratios, "x", "higher", done))
     if ctx.memo.get("energy") is not None:
         metrics += energy_metrics(ctx.memo["energy"].windows, tokens)
     return metrics, {"result": res, "baseline": last.get("base")}

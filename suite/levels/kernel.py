@@ -179,16 +179,24 @@ def roofline_metrics(ctx: RunContext, nbytes: float, flops: float, seconds: floa
 
     The peak and its source are kept in each metric's stats, so a record says what it was
     compared against (a datasheet figure for a listed GPU, a measured copy/matmul on a CPU).
+    A percentage above 100 is a measurement problem (a peak measured under load, a byte count
+    too high), never a result: the record keeps it, marked ``above_peak = 1`` in its stats,
+    and reports print it as ``!>100%`` instead of a number.
     """
     if "peak" not in ctx.memo:
         ctx.memo["peak"] = device_peak(str(ctx.device))
     peak = ctx.memo["peak"]
     point = roofline(nbytes, flops, seconds, peak)
     ref = {"peak_gbps": peak.gbps, "peak_tflops": peak.tflops}
+
+    def marked(pct: float) -> dict[str, float]:
+        return {**ref, "above_peak": 1.0} if pct > 100.0 else ref
+
     return [
         scalar("arithmetic_intensity", point.intensity, "FLOP/B", "higher"),
-        scalar("pct_peak_bandwidth", point.pct_peak_bw, "%", "higher", ref),
-        scalar("pct_peak_compute", point.pct_peak_compute, "%", "higher", ref),
+        scalar("pct_peak_bandwidth", point.pct_peak_bw, "%", "higher", marked(point.pct_peak_bw)),
+        scalar("pct_peak_compute", point.pct_peak_compute, "%", "higher",
+               marked(point.pct_peak_compute)),
     ]
 
 
@@ -233,7 +241,7 @@ def kvcache_case(case: Case, ctx: RunContext) -> list[Metric]:
         read = measure(lambda: read_all(cache), **opts)
     per_token = [s / tokens for s in append.samples]
     nbytes = cache.nbytes()
-    read_bytes, read_flops = cache.read_cost() if hasattr(cache, "read_cost") else (0.0, 0.0)
+    read_bytes, read_flops = cache.read_cost()
     roof = (roofline_metrics(ctx, read_bytes, read_flops, read.median) if read_bytes > 0
             else [])  # a read that returns views moves nothing: no roofline point
     return roof + [

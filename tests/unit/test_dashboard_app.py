@@ -170,7 +170,10 @@ def test_linked_levels_shows_kernel_and_engine(store):
     table = at.dataframe[-1].value
     assert {"kernel", "engine"} <= set(table["level"])
     kernel = table[(table["level"] == "kernel")]
-    assert (kernel["metric"] == "speedup").all() and (kernel["value"] > 0).all()
+    assert (kernel["metric"] == "speedup (unpaired)").all() and (kernel["value"] > 0).all()
+    assert not kernel["paired"].any()  # the baseline kernel case lends its latency: unpaired
+    engine = table[(table["level"] == "engine") & (table["metric"] == "speedup")]
+    assert engine["paired"].all()
     assert table["run_id"].nunique() == 1
     at.selectbox(key="technique").set_value("kivi").run()  # kvcache: speedup on read_latency
     table = at.dataframe[-1].value

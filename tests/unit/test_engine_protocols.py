@@ -130,7 +130,8 @@ def test_protocols_depend_on_value_types_only():
     assert _project_imports(ROOT / "kernels_ref" / "requests.py") == set()
 
 
-@pytest.mark.parametrize("module", ["kernels_ref/engine.py", "kernels_ref/model.py"])
-def test_engine_finds_nothing_by_hasattr(module):
+@pytest.mark.parametrize("module", ["kernels_ref/engine.py", "kernels_ref/model.py",
+                                    "suite/levels/kernel.py", "suite/levels/engine.py"])
+def test_engine_and_levels_find_nothing_by_hasattr(module):
     text = (ROOT / module).read_text()
     assert "hasattr(" not in text and "getattr(" not in text

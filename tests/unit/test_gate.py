@@ -243,7 +243,9 @@ def test_gate_exit_codes(results, capsys):
     assert code == 0 and "PASS" in out
     _store_run(results, "slow", _metrics(1.2e-3))
     code, out, _ = run_cli(capsys, "gate", "--baseline", "cpu", "--results", r)
-    assert code == 1 and "regressed" in out.splitlines()[4]  # changed rows first
+    lines = out.splitlines()  # the canary line first (here: none, timings unverified)
+    assert code == 1 and lines[0].startswith("canary:") and "unverified" in lines[0]
+    assert "regressed" in lines[5]  # changed rows first
     code, out, _ = run_cli(capsys, "gate", "--baseline", "cpu", "--results", r, "--report-only")
     assert code == 0 and "FAIL" in out
     code, out, _ = run_cli(capsys, "gate", "--baseline", "cpu", "--results", r,
