@@ -65,6 +65,13 @@ class SideRun:
     harness: tuple[dict[str, Any], ...] = ()
 
 
+MIN_POOLED_ROUNDS = 2
+"""When the canaries drop rounds, at least this many must remain for timing verdicts: with one
+steady round left, the gate compares two single runs, whose within-run samples understate the
+run-to-run variation (bench_noise.py: all 4 A/B false alarms of 20 trials with a competing
+process had exactly one round left after the drop)."""
+
+
 def attach_harness(order: Sequence[tuple[str, int]], gaps: Sequence[dict[str, Any]],
                    ) -> dict[tuple[str, int], tuple[dict[str, Any], ...]]:
     """(side, round) -> the runner's canaries just before and just after that run.
@@ -160,6 +167,12 @@ def pool(runs: Sequence[SideRun], rounds: int, mode: str,
                 continue
         kept.append(r)
     notes = tuple(f"A/B canary: dropped {d}" for d in dropped)
+    if dropped and kept and len(kept) < MIN_POOLED_ROUNDS:
+        msg = (f"only {len(kept)} of {rounds} A/B round(s) ran on a steady machine ({source}); "
+               f"one round cannot separate the code from run-to-run variation")
+        check = CanaryCheck("unstable", "withhold", f"{msg}: timing verdicts withheld",
+                            "too few steady A/B rounds (canary)")
+        return side("base", every, raw, check, notes), side("head", every, raw, check)
     if not kept:
         msg = (f"machine speed changed in every A/B round ({len(dropped)} of {rounds}; "
                f"{source})")

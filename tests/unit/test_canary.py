@@ -412,12 +412,26 @@ def test_ab_without_canary_false_alarms_and_drop_mode_does_not():
     assert row(today, "latency")["verdict"] == "regressed"  # the false alarm
 
     base, head = gate_ab_canary.pool(_ab_runs(), 3, "drop", _label)
-    assert head.label == "head (1 runs)"  # round 1 only: the machine at its fastest
     result, notes = gate_sides(base, head, Thresholds())
-    assert row(result, "latency")["verdict"] == "unchanged"
-    assert result.attrs["canary"]["status"] == "same"
+    # only round 1 saw a steady machine: one round cannot separate code from run-to-run noise
+    assert row(result, "latency")["verdict"] == "withheld"
+    assert "only 1 of 3 A/B round(s) ran on a steady machine" in result.attrs["canary"]["message"]
+    assert row(result, "flops")["verdict"] == "unchanged"  # deterministic metrics still gate
     assert any("dropped round 2" in n and "head" in n for n in notes)
     assert any("dropped round 3" in n and "slower than in the fastest run" in n for n in notes)
+
+
+def test_ab_two_steady_rounds_left_are_gated():
+    runs = _ab_runs()
+    steady = [gate_ab_canary.SideRun(n, 3, records(1e-3, seed=40 + (n == "head")),
+                                     manifest(block(1e-3, 1e-3)),
+                                     (entry(1e-3, "before"), entry(1e-3, "after")))
+              for n in ("base", "head")]
+    base, head = gate_ab_canary.pool(runs + steady, 4, "drop", _label)
+    assert head.label == "head (2 runs)"  # rounds 1 and 4
+    result, _ = gate_sides(base, head, Thresholds())
+    assert row(result, "latency")["verdict"] == "unchanged"
+    assert result.attrs["canary"]["status"] == "same"
 
 
 def test_ab_steady_load_keeps_every_round():
@@ -430,9 +444,10 @@ def test_ab_steady_load_keeps_every_round():
 
 def test_ab_uses_the_runners_canaries_when_runs_have_none():
     base, head = gate_ab_canary.pool(_ab_runs(own_canaries=False), 3, "drop", _label)
-    result, _ = gate_sides(base, head, Thresholds())
-    assert row(result, "latency")["verdict"] == "unchanged"
+    result, notes = gate_sides(base, head, Thresholds())
+    assert row(result, "latency")["verdict"] == "withheld"  # one steady round left
     assert "A/B runner's canaries" in result.attrs["canary"]["message"]
+    assert any("dropped round 2" in n for n in notes)
 
 
 def test_ab_normalize_mode_puts_every_run_on_one_speed():
