@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from registry_configs import technique_configs
 
 from effbench.kernels_ref.attention import causal_mask, reference_attention, window_mask
 from effbench.kernels_ref.protocols import (
@@ -46,19 +47,7 @@ OWN_MASKS: dict[str, Callable[..., torch.Tensor] | None] = {
 KNOWN_BUGS: dict[tuple[str, str], str] = {}  # (technique, path) -> reason: strict xfail
 
 
-def _configs() -> list:
-    """Every registered attention technique with its defaults, then each other sweep value."""
-    out = []
-    for t in registry.techniques("attention"):
-        out.append(pytest.param(t, {}, id=t.name))
-        for p in t.params:
-            for value in p.sweep:
-                if value != p.default:
-                    out.append(pytest.param(t, {p.name: value}, id=f"{t.name}-{p.name}={value}"))
-    return out
-
-
-CONFIGS = _configs()
+CONFIGS = technique_configs("attention")
 DEFAULTS = [c for c in CONFIGS if not c.values[1]]
 LOSSLESS = [c for c in DEFAULTS if c.values[0].lossless]
 

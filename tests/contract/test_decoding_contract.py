@@ -13,6 +13,7 @@ import gc
 
 import pytest
 import torch
+from registry_configs import technique_configs
 
 from effbench.kernels_ref.engine import Engine, EngineConfig, layout_of
 from effbench.kernels_ref.protocols import Decoder, KVCache, KVCacheFactory
@@ -22,18 +23,7 @@ from effbench.suite import registry
 MAX_NEW = 16
 
 
-def _configs() -> list:
-    out = []
-    for t in registry.techniques("decoding"):
-        out.append(pytest.param(t, {}, id=t.name))
-        for p in t.params:
-            for value in p.sweep:
-                if value != p.default:
-                    out.append(pytest.param(t, {p.name: value}, id=f"{t.name}-{p.name}={value}"))
-    return out
-
-
-CONFIGS = _configs()
+CONFIGS = technique_configs("decoding")
 DEFAULTS = [c for c in CONFIGS if not c.values[1]]
 
 

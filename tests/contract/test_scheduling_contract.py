@@ -18,6 +18,7 @@ import random
 from collections.abc import Callable, Sequence
 
 import pytest
+from registry_configs import technique_configs
 
 from effbench.kernels_ref.engine import Engine, EngineConfig, layout_of
 from effbench.kernels_ref.protocols import Budget, Scheduler
@@ -28,18 +29,7 @@ SNAPSHOTS = 300
 MAX_NEW = 16
 
 
-def _configs() -> list:
-    out = []
-    for t in registry.techniques("scheduling"):
-        out.append(pytest.param(t, {}, id=t.name))
-        for p in t.params:
-            for value in p.sweep:
-                if value != p.default:
-                    out.append(pytest.param(t, {p.name: value}, id=f"{t.name}-{p.name}={value}"))
-    return out
-
-
-CONFIGS = _configs()
+CONFIGS = technique_configs("scheduling")
 DEFAULTS = [c for c in CONFIGS if not c.values[1]]
 
 

@@ -6,7 +6,7 @@ J/request against the window durations the profiler itself recorded.
 """
 
 import dataclasses
-import time
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,43 +19,10 @@ from effbench.suite.cases import expand
 from effbench.suite.context import RunContext
 from effbench.suite.levels import engine
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fake_nvml import RealtimeNVML  # noqa: E402
+
 MINI = Path(__file__).parents[1] / "data" / "mini.toml"
-
-
-class RealtimeNVML:
-    def __init__(self, watts: float) -> None:
-        self.watts, self.mj, self.t = watts, 0.0, time.perf_counter()
-
-    def _sync(self) -> None:
-        now = time.perf_counter()
-        self.mj += self.watts * (now - self.t) * 1000
-        self.t = now
-
-    def set_watts(self, watts: float) -> None:
-        self._sync()
-        self.watts = watts
-
-    def available(self):
-        return True, ""
-
-    def device_count(self):
-        return 1
-
-    def device_name(self, index):
-        return "Fake GPU"
-
-    def total_energy_mj(self, index):
-        self._sync()
-        return int(self.mj)
-
-    def power_mw(self, index):
-        return int(self.watts * 1000)
-
-    def memory_busy_percent(self, index):
-        return 0
-
-    def shutdown(self):
-        pass
 
 
 @pytest.mark.parametrize("technique", ["streaming-llm"])

@@ -8,6 +8,7 @@ what it measured.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +17,9 @@ import pytest
 from effbench.profilers import ProfileResult, collect
 from effbench.profilers.registry import PROFILERS
 from effbench.suite import presets, runner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fake_nvml import RealtimeNVML  # noqa: E402
 
 MINI = Path(__file__).parents[1] / "data" / "mini.toml"
 
@@ -128,37 +132,6 @@ def test_a_failing_profiled_pass_keeps_the_measured_records(tmp_path, monkeypatc
         assert mine["fine.error"].error == ("profiled pass raised RuntimeError: "
                                             "profiled pass broke")
         assert "fine.calls" not in mine  # metrics of a broken pass are not kept
-
-
-class RealtimeNVML:
-    """Fake NVML whose energy counter integrates a constant power over real time."""
-
-    def __init__(self, watts: float) -> None:
-        self.watts, self.mj, self.t = watts, 0.0, time.perf_counter()
-
-    def available(self):
-        return True, ""
-
-    def device_count(self):
-        return 1
-
-    def device_name(self, index):
-        return "Fake GPU"
-
-    def total_energy_mj(self, index):
-        now = time.perf_counter()
-        self.mj += self.watts * (now - self.t) * 1000
-        self.t = now
-        return int(self.mj)
-
-    def power_mw(self, index):
-        return int(self.watts * 1000)
-
-    def memory_busy_percent(self, index):
-        return 0
-
-    def shutdown(self):
-        pass
 
 
 def test_energy_windows_only_in_the_profiled_pass(tmp_path, monkeypatch):
