@@ -12,14 +12,13 @@ choices.
 
 from __future__ import annotations
 
-import difflib
 import sys
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from effbench.suite.errors import ConfigError
+from effbench.suite.errors import ConfigError, unknown_name
 from effbench.suite.technique import REQUIREMENTS, Paper
 
 if sys.version_info >= (3, 11):
@@ -162,6 +161,4 @@ def get_claim(cid: str, where: str | None = None) -> Claim:
     load_claims()
     if cid in _CLAIMS:
         return _CLAIMS[cid]
-    close = difflib.get_close_matches(cid, _CLAIMS, n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise ConfigError(f"unknown claim '{cid}'{hint}; valid claims: {sorted(_CLAIMS)}", where)
+    raise unknown_name("claim", cid, sorted(_CLAIMS), where)

@@ -13,7 +13,6 @@ load, and the family modules import their level code lazily, inside the runner c
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import pkgutil
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
-from effbench.suite.errors import ConfigError
+from effbench.suite.errors import unknown_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from effbench.suite.preset_checks import Section
@@ -134,9 +133,7 @@ def get_family(name: str, where: str | None = None) -> Family:
     load_families()
     if name in _FAMILIES:
         return _FAMILIES[name]
-    close = difflib.get_close_matches(name, _FAMILIES, n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise ConfigError(f"unknown family '{name}'{hint}; valid families: {family_names()}", where)
+    raise unknown_name("family", name, family_names(), where, "families")
 
 
 def family_index(name: str) -> int:

@@ -7,14 +7,13 @@ the same way. Configs only *name* registered techniques: nothing is imported fro
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from typing import Any
 
-from effbench.suite.errors import ConfigError
+from effbench.suite.errors import unknown_name
 from effbench.suite.family import family_index, get_family, implementation_of
 from effbench.suite.technique import Paper, Param, Technique
 
@@ -88,11 +87,7 @@ def get(name: str, where: str | None = None) -> Technique:
     load_all()
     if name in _REGISTRY:
         return _REGISTRY[name]
-    close = difflib.get_close_matches(name, _REGISTRY, n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise ConfigError(
-        f"unknown technique '{name}'{hint}; valid techniques: {sorted(_REGISTRY)}", where
-    )
+    raise unknown_name("technique", name, sorted(_REGISTRY), where)
 
 
 def techniques(family: str | None = None) -> list[Technique]:
