@@ -18,6 +18,8 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from effbench.suite.rules import expected_tokens_per_step
+
 VERDICT_COLORS = {"holds": "#2e7d32", "does not hold": "#c62828", "not measurable": "#757575"}
 _TEMPLATE = "plotly_white"
 
@@ -36,11 +38,6 @@ def _label(row: Mapping[str, Any]) -> str:
     p = _params(row["params"])
     inner = ",".join(f"{k}={v}" for k, v in sorted(p.items()))
     return f"{row['technique']}[{inner}]" if inner else str(row["technique"])
-
-
-def expected_tokens_per_step(alpha: float, k: int) -> float:
-    """(1 - a^(k+1)) / (1 - a): Leviathan et al.'s expected tokens per target step."""
-    return float(k + 1) if alpha >= 1 else (1 - alpha ** (k + 1)) / (1 - alpha)
 
 
 def bars(records: pd.DataFrame, techniques: Sequence[str], metrics: Sequence[str]) -> go.Figure:

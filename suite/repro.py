@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +183,3 @@ def saved_tables(results: str) -> list[Path]:
         return []
     return sorted(folder.glob("*.json"), key=lambda p: (p.stat().st_mtime_ns, p.name),
                   reverse=True)
-
-
-def outcome_dict(o: Outcome) -> dict[str, Any]:
-    return asdict(o)

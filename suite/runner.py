@@ -377,7 +377,7 @@ def _profiled(
     if measured is None:  # pass 1: timed, nothing attached (``run`` gives it, observed)
         measured = run_case(case, ctx)
     ctx.memo.pop(case_artifacts.KEY, None)  # pass 2 must not overwrite pass 1's level files
-    artifacts = store.run_dir / "artifacts" / f"{index:04d}"
+    artifacts = case_artifacts.CaseArtifacts(store.run_dir, index).dir
     artifacts.mkdir(parents=True, exist_ok=True)
     profs = build(names, str(ctx.device), artifacts)
     got, extra = Collected(), []

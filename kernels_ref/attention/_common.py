@@ -190,30 +190,6 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, i
     return q_len, kv_len
 
 
-def padded_decode(
-    q: torch.Tensor, ks: Sequence[torch.Tensor], vs: Sequence[torch.Tensor]
-) -> torch.Tensor:
-    """One-query attention for many sequences of different lengths in one SDPA call.
-
-    ``q`` is ``(batch, heads, 1, head_dim)``; ``ks[i]``/``vs[i]`` are ``(kv_heads, T_i,
-    head_dim)``. Keys are zero-padded to the longest sequence and masked, so the packed call
-    gives each sequence exactly its own softmax; equal lengths need no mask at all.
-    """
-    lengths = [k.shape[-2] for k in ks]
-    longest = max(lengths)
-    if min(lengths) == longest:
-        return grouped_decode(q, torch.stack(list(ks)), torch.stack(list(vs)))
-    b, (h, _, d) = len(ks), ks[0].shape
-    kp = q.new_zeros(b, h, longest, d)
-    vp = q.new_zeros(b, h, longest, d)
-    for i, (k, v) in enumerate(zip(ks, vs)):
-        kp[i, :, : lengths[i]] = k
-        vp[i, :, : lengths[i]] = v
-    idx = torch.arange(longest, device=q.device)
-    mask = idx[None, :] < torch.tensor(lengths, device=q.device)[:, None]
-    return grouped_decode(q, kp, vp, mask[:, None, None, :])
-
-
 def length_mask(
     lengths: Sequence[int], longest: int, device: torch.device
 ) -> torch.Tensor | None:

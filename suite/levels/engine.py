@@ -384,7 +384,7 @@ def run(case: Case, ctx: RunContext) -> list[Metric]:
     metrics, runs = speed(ctx, case, comp)
     if fam.engine_slot == "decoder":
         metrics += decoding_metrics(runs["result"], runs["baseline"])
-        if isinstance(comp.decoder(), Speculative) and ctx.preset.run.draft:
+        if isinstance(comp.decoder(), Speculative):
             metrics += sampling_check(ctx)
     else:
         metrics += quality(ctx, case, comp)
