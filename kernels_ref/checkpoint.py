@@ -29,6 +29,8 @@ CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"
 EMBEDDED: dict[str, Path] = {
     "tiny-target": CHECKPOINTS_DIR / "tiny-target",
     "tiny-draft": CHECKPOINTS_DIR / "tiny-draft",
+    "tiny-draft-1l": CHECKPOINTS_DIR / "tiny-draft-1l",  # one layer, distilled: a draft that pays
+    "tiny-long": CHECKPOINTS_DIR / "tiny-long",  # the target continued at 2048-4096 tokens
 }
 ALIASES = {"tiny": "tiny-target"}
 DEFAULT_MAX_POSITIONS_CAP = 8192

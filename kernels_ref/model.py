@@ -198,14 +198,28 @@ class LlamaModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.embed_tokens.weight.dtype
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Logits ``(batch, time, vocab)`` of a block of ids with dense causal attention."""
-        positions = torch.arange(input_ids.shape[-1], device=input_ids.device)
+    def forward(self, input_ids: torch.Tensor, window: int | None = None) -> torch.Tensor:
+        """Logits ``(batch, time, vocab)`` of a block of ids with dense causal attention.
+
+        ``window`` restricts each query to the last ``window`` keys (itself included): the
+        sliding-window baseline that shows what a model loses without distant context.
+        """
+        n = input_ids.shape[-1]
+        positions = torch.arange(n, device=input_ids.device)
+        mask = None
+        if window is not None:
+            if window < 1:
+                raise ValueError(f"window must be >= 1 token, got {window}")
+            dist = positions[:, None] - positions[None, :]
+            mask = (dist >= 0) & (dist < window)
         x = self.embed_tokens(input_ids)
         for layer in self.layers:
             attn = layer.self_attn
             q, k, v = attn.project(layer.input_layernorm(x), positions, self.rotary)
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            if mask is None:
+                o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            else:
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
             x = x + attn.o_proj(o.transpose(-3, -2).flatten(-2))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.lm_head(self.norm(x))

@@ -298,8 +298,16 @@ def _train_tiny(out_dir: Path, recipe: TinyRecipe, log: Log) -> dict:
     return summary
 
 
+STAGES = ("all", "base", "long", "draft-1l")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``effbench train-tiny [--out DIR] [--steps N] [--quick]``."""
+    """CLI: ``effbench train-tiny [--out DIR] [--steps N] [--quick] [--stage S] [--target DIR]``.
+
+    Stages: ``base`` (tokenizer, eval set, tiny-target, tiny-draft), ``long`` (tiny-long and the
+    long eval set, continued from the target), ``draft-1l`` (the distilled one-layer draft);
+    ``all`` runs them in that order, the later two from the target just trained.
+    """
     ap = argparse.ArgumentParser(prog="effbench train-tiny", description=main.__doc__)
     ap.add_argument("--out", type=Path, default=Path("tiny-models"), help="output directory")
     ap.add_argument(
@@ -307,6 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="target training steps (draft steps scale in the same proportion)",
     )  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="a few steps on a tiny slice (tests)")
+    ap.add_argument("--stage", choices=STAGES, default="all", help="which models to train")
+    ap.add_argument("--target", type=Path, default=None,
+                    help="target checkpoint the long and draft-1l stages start from "
+                    "(default: OUT/checkpoints/tiny-target, else the shipped one)")  # fmt: skip
     args = ap.parse_args(argv)
     recipe = QUICK_RECIPE if args.quick else DEFAULT_RECIPE
     if args.steps is not None:
@@ -314,7 +326,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         recipe = replace(
             recipe, target_steps=args.steps, draft_steps=max(1, round(args.steps * ratio))
         )
-    summary = train_tiny(args.out, recipe)
+    summary: dict = {}
+    if args.stage in ("all", "base"):
+        summary["base"] = train_tiny(args.out, recipe)
+    target = args.target or args.out / "checkpoints" / "tiny-target"
+    if args.stage in ("long", "draft-1l") and args.target is None and not target.is_dir():
+        from effbench.kernels_ref.checkpoint import resolve_model
+
+        target = resolve_model("tiny-target")
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(recipe.threads)
+    try:
+        if args.stage in ("all", "long"):
+            from effbench.kernels_ref import train_long as tl
+
+            long_recipe = tl.QUICK_LONG_RECIPE if args.quick else tl.DEFAULT_LONG_RECIPE
+            summary["long"] = tl.train_long_stage(
+                target, args.out, long_recipe, grid_items=2 if args.quick else 8
+            )
+        if args.stage in ("all", "draft-1l"):
+            from effbench.kernels_ref import train_draft as td
+
+            quick = dict(max_train_files=30, eval_items=4) if args.quick else {}
+            summary["draft-1l"] = td.train_draft_stage(
+                target, args.out / "checkpoints",
+                td.QUICK_DRAFT_RECIPE if args.quick else td.DEFAULT_DRAFT_RECIPE, **quick,
+            )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads_before)
     print(json.dumps(summary, indent=2))
     return 0
 

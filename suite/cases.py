@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from effbench.suite import registry
+from effbench.suite.engine_workloads import parse_workload
 from effbench.suite.family import family_index, get_family
 from effbench.suite.presets import Preset
 from effbench.suite.technique import LEVELS
@@ -43,9 +44,13 @@ def workload_names(preset: Preset, level: str, family: str) -> list[str]:
         return workloads(preset) if workloads is not None else []
     if level == "engine":
         e = preset.engine
-        return [f"eval{e.prompts}-b{e.batch}-n{e.max_new_tokens}"]
+        return [parse_workload(e.workload).label(e.prompts, e.batch, e.max_new_tokens)]
     s = preset.serving
-    return [f"{s.arrival}-r{s.rate:g}-n{s.requests}-o{s.output_tokens}"]
+    # length distributions ([serving] prompt_len/output_len) are named only when set, so a
+    # preset without them keeps its workload name (and its case ids, baselines, resumes)
+    prompt = f"-p{s.prompt_len.label()}" if s.prompt_len else ""
+    output = s.output_len.label() if s.output_len else s.output_tokens
+    return [f"{s.arrival}-r{s.rate:g}-n{s.requests}{prompt}-o{output}"]
 
 
 def expand(preset: Preset, device: str) -> list[Case]:

@@ -178,8 +178,9 @@ def _cmd_profile_tklqt(args: argparse.Namespace) -> int:
 def _cmd_train_tiny(args: argparse.Namespace) -> int:
     from effbench.kernels_ref import train
 
-    argv = ["--out", args.out] + (["--quick"] if args.quick else [])
+    argv = ["--out", args.out, "--stage", args.stage] + (["--quick"] if args.quick else [])
     argv += ["--steps", str(args.steps)] if args.steps else []
+    argv += ["--target", args.target] if args.target else []
     return int(train.main(argv) or 0)
 
 
@@ -333,10 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-tiny", help="retrain the embedded tiny models from their recipe")
     p.add_argument("--out", default="tiny-models",
-                   help="output folder: OUT/checkpoints/tiny-{target,draft}/ and "
-                   "OUT/data/eval.jsonl (use --out kernels_ref to replace the shipped ones)")
+                   help="output folder: OUT/checkpoints/tiny-{target,draft,long,draft-1l}/ and "
+                   "OUT/data/{eval,long_eval}.jsonl (--out kernels_ref replaces the shipped ones)")
     p.add_argument("--steps", type=int, help="override the target's training steps")
     p.add_argument("--quick", action="store_true", help="a few steps on a small slice (tests)")
+    p.add_argument("--stage", choices=("all", "base", "long", "draft-1l"), default="all",
+                   help="base: tokenizer, eval set, tiny-target, tiny-draft; long: tiny-long "
+                   "and the long eval set; draft-1l: the distilled one-layer draft")
+    p.add_argument("--target", help="target checkpoint the long and draft-1l stages start "
+                   "from (default: OUT/checkpoints/tiny-target, else the shipped one)")
     p.set_defaults(func=_cmd_train_tiny)
 
     from effbench.suite import gate_cli, repro_cli

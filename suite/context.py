@@ -23,6 +23,12 @@ from effbench.kernels_ref.checkpoint import (
 from effbench.kernels_ref.evalset import load_evalset
 from effbench.kernels_ref.model import LlamaConfig, LlamaModel
 from effbench.kernels_ref.tokenizer import Tokenizer
+from effbench.suite.engine_workloads import (
+    EngineWorkload,
+    check_fits,
+    parse_workload,
+    workload_items,
+)
 from effbench.suite.presets import Preset
 
 
@@ -83,6 +89,22 @@ class RunContext:
             for it in self.evalset
         ]
 
+    @cached_property
+    def workload(self) -> EngineWorkload:
+        """The engine level's workload (``[engine] workload``), parsed."""
+        return parse_workload(self.preset.engine.workload)
+
+    @cached_property
+    def workload_tokens(self) -> list[tuple[list[int], list[int]]]:
+        """(BOS + prompt ids, reference continuation ids) of the engine workload's items.
+
+        ``eval`` is :attr:`eval_tokens` itself; the other workloads give at most
+        ``[engine] prompts`` items (effbench.suite.engine_workloads).
+        """
+        if self.workload.kind == "eval":
+            return self.eval_tokens
+        return workload_items(self.workload, self.tokenizer, self.preset.engine.prompts)
+
     def timing_options(self) -> dict[str, Any]:
         r = self.preset.run
         return {
@@ -100,6 +122,20 @@ def load_model(name: str, device: torch.device, dtype: torch.dtype, seed: int):
         return random_model(name, seed=seed, dtype=dtype, device=device)
     model, tok = load_checkpoint(resolve_model(name), device, dtype)
     return model.eval(), tok
+
+
+def check_workload(preset: Preset) -> None:
+    """Fail fast (ValueError, one line) when the engine workload outruns the model's positions."""
+    wl = parse_workload(preset.engine.workload)
+    name = preset.run.model
+    if name in KNOWN_CONFIGS:
+        cfg = config_from_dict({"model_type": "llama", **KNOWN_CONFIGS[name]})
+    else:
+        cfg = config_from_dict(read_config(resolve_model(name)))
+    check_fits(wl, cfg.max_position_embeddings, preset.engine.max_new_tokens, name)
+    if wl.kind == "retrieval":  # do the needles and the query fit in the requested length?
+        tok = load_checkpoint(resolve_model(name if name not in KNOWN_CONFIGS else "tiny"))[1]
+        workload_items(wl, tok, 1)
 
 
 def check_model(name: str) -> None:

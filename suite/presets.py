@@ -16,10 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from effbench.suite import registry
+from effbench.suite.engine_workloads import parse_workload
 from effbench.suite.errors import ConfigError
 from effbench.suite.family import families
 from effbench.suite.preset_checks import Locator, Section, check_keys, typed
 from effbench.suite.technique import LEVELS
+from effbench.suite.workloads import (
+    LENGTH_KINDS,
+    LENGTH_PARAMS,
+    LENGTH_REQUIRED,
+    LengthSpec,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -76,10 +83,20 @@ class EngineSettings:
     min_repeats: int = 3
     max_repeats: int = 10
     kv_memory_cap: int = 0
+    workload: str = "eval"  # eval, long-eval:N, retrieval:..., editing (engine_workloads)
 
 
 @dataclass(frozen=True)
 class ServingSettings:
+    """``[serving]``: the real-time workload (effbench.suite.levels.serving).
+
+    ``prompt_len`` and ``output_len`` (optional ``{ kind = ..., ... }`` tables, kinds of
+    effbench.suite.workloads.LengthSpec) draw each request's prompt and output length from a
+    distribution; when absent the requests take the eval prompts in turn and generate
+    ``output_tokens`` each, as before they existed. A relative empirical ``file`` is resolved
+    against the preset file's folder, and read (and checked) when the preset loads.
+    """
+
     requests: int = 24
     rate: float = 8.0
     arrival: str = "poisson"
@@ -88,6 +105,8 @@ class ServingSettings:
     max_batch: int = 8
     max_tokens: int = 512
     slo: tuple[tuple[str, float], ...] = (("ttft_s", 0.5), ("tpot_s", 0.05))
+    prompt_len: LengthSpec | None = None
+    output_len: LengthSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -174,9 +193,21 @@ def _kernel_settings(got: Mapping[str, Any], loc: Locator) -> KernelSettings:
     return KernelSettings(tuple(sections))
 
 
+def _engine_settings(got: Mapping[str, Any], loc: Locator) -> EngineSettings:
+    lows = {k: 0 if k == "kv_memory_cap" else 1 for k in EngineSettings.__dataclass_fields__
+            if k != "workload"}
+    es = _fill(EngineSettings, got, "engine", loc, lows)
+    try:
+        parse_workload(es.workload)
+    except ValueError as e:
+        raise ConfigError(str(e), loc.at("engine", "workload")) from None
+    return es
+
+
 def _serving_settings(got: Mapping[str, Any], loc: Locator) -> ServingSettings:
     got = dict(got)
     slo = got.pop("slo", None)
+    lengths = {key: got.pop(key) for key in _LENGTH_SETTINGS if key in got}
     lows = {"requests": 1, "rate": 1e-6, "cv": 1e-6, "output_tokens": 1, "max_batch": 1,
             "max_tokens": 1}
     ss = _fill(ServingSettings, got, "serving", loc, lows)
@@ -191,7 +222,60 @@ def _serving_settings(got: Mapping[str, Any], loc: Locator) -> ServingSettings:
         check_keys(slo, list(_SLO_KEYS), "slo", loc, "serving")
         items = tuple((k, typed(v, float, k, where, 0.0)) for k, v in slo.items())
         ss = ServingSettings(**{**ss.__dict__, "slo": items})
-    return ss
+    if "output_len" in lengths and "output_tokens" in got:
+        raise ConfigError("'output_len' and 'output_tokens' both set the output lengths; keep "
+                          "one ('output_len' draws them from a distribution, 'output_tokens' "
+                          "fixes them)", loc.at("serving", "output_tokens"))
+    specs = {key: _length_spec(key, table, loc) for key, table in lengths.items()}
+    return replace(ss, **specs) if specs else ss
+
+
+_LENGTH_SETTINGS = ("prompt_len", "output_len")
+_LENGTH_TYPES = {"value": int, "low": int, "high": int, "median": float, "sigma": float,
+                 "a": float, "file": str}
+_LENGTH_LOWS = {"value": 1, "low": 1, "high": 1, "sigma": 0.0}
+
+
+def _length_spec(key: str, table: Any, loc: Locator) -> LengthSpec:
+    """``[serving] prompt_len`` / ``output_len``: ``{ kind = ..., <the kind's parameters> }``.
+
+    Checked like every preset key (one line, ``file:line``, the valid choices); an empirical
+    ``file`` is resolved against the preset's folder and read now, so a malformed histogram is
+    refused before anything runs, with its own ``file:line``.
+    """
+    where = loc.at(f"serving.{key}")  # a [serving.<key>] sub-table, else `key = { ... }`
+    where = loc.at("serving", key) if where == loc.path else where
+    example = '{ kind = "uniform", low = 16, high = 256 }'
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"'{key}' must be a table like {example}", where)
+    kind = table.get("kind")
+    if kind not in LENGTH_KINDS:
+        got = f"no 'kind' in [serving] {key}" if kind is None else (
+            f"unknown kind {kind!r} in [serving] {key}")
+        raise ConfigError(f"{got}; valid kinds: {list(LENGTH_KINDS)}", where)
+    allowed = ["kind", *LENGTH_PARAMS[kind]]
+    for name in table:
+        if name not in allowed:
+            raise ConfigError(f"unknown key '{name}' in [serving] {key} of kind '{kind}'; "
+                              f"valid keys: {allowed}", where)
+    missing = [name for name in LENGTH_REQUIRED[kind] if name not in table]
+    if missing:
+        raise ConfigError(f"[serving] {key} of kind '{kind}' needs {missing}; valid keys: "
+                          f"{allowed}", where)
+    params = {name: typed(v, _LENGTH_TYPES[name], f"{key}.{name}", where, _LENGTH_LOWS.get(name))
+              for name, v in table.items() if name != "kind"}
+    if kind == "empirical":
+        file = Path(params["file"]).expanduser()
+        if not file.is_absolute() and Path(loc.path).is_file():
+            file = Path(loc.path).absolute().parent / file
+        try:
+            return LengthSpec(kind, file=str(file))
+        except ValueError as e:  # already "<csv>:<line>: ...": keep that location first
+            raise ConfigError(f"{e} (the histogram of [serving] {key} at {where})") from None
+    try:
+        return LengthSpec(kind, **params)
+    except ValueError as e:
+        raise ConfigError(f"[serving] {key}: {e}", where) from None
 
 
 def _bench(i: int, got: Mapping[str, Any], loc: Locator) -> Bench:
@@ -243,9 +327,7 @@ def parse(text: str, path: str = "<preset>") -> Preset:
         path=path,
         run=_run_settings(data.get("run", {}), loc),
         kernel=_kernel_settings(data.get("kernel", {}), loc),
-        engine=_fill(EngineSettings, data.get("engine", {}), "engine", loc,
-                     {k: 0 if k == "kv_memory_cap" else 1
-                      for k in EngineSettings.__dataclass_fields__}),
+        engine=_engine_settings(data.get("engine", {}), loc),
         serving=_serving_settings(data.get("serving", {}), loc),
         benches=tuple(_bench(i, b, loc) for i, b in enumerate(benches)),
         gate=_gate(data.get("gate", {}), loc),

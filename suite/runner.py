@@ -28,7 +28,7 @@ from effbench.suite import artifacts as case_artifacts
 from effbench.suite import canary as run_canaries
 from effbench.suite import registry
 from effbench.suite.cases import Case, expand
-from effbench.suite.context import RunContext, check_model
+from effbench.suite.context import RunContext, check_model, check_workload
 from effbench.suite.devices import describe, resolve_device, resolve_dtype
 from effbench.suite.errors import ConfigError
 from effbench.suite.family import get_family
@@ -282,6 +282,14 @@ def run(
                 check_model(preset.run.draft)
         except ValueError as e:
             raise ConfigError(str(e), "--model") from None
+        if any(c.level == "engine" for c in cases):
+            try:
+                check_workload(preset)
+            except ValueError as e:
+                raise ConfigError(str(e), f"{preset.path}: [engine] workload") from None
+        if any(c.level == "serving" for c in cases):  # prompt + output within the positions
+            serving_level.check_lengths(
+                preset, RunContext(preset, device, dtype).model_config.max_position_embeddings)
     applied = apply_threads(choice.threads)  # before any case, canary or model load
     log(choice.describe())
     config = {"preset": preset.path, "run": dataclasses.asdict(preset.run),

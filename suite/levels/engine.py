@@ -1,13 +1,17 @@
 """Engine level: the reference engine runs the model with the technique plugged in.
 
 Speed and quality come from the same run of the same components:
-- speed: ``prompts`` eval prompts generate ``max_new_tokens`` each, offline (all present at
+Prompts and reference continuations come from ``[engine] workload`` (the short eval set by
+default; long-context cuts, retrieval items and copy-heavy edits otherwise:
+effbench.suite.engine_workloads).
+
+- speed: ``prompts`` workload prompts generate ``max_new_tokens`` each, offline (all present at
   t=0, at most ``batch`` running at once), repeated until the median's confidence interval is
   within the target or the budget is spent.
   Non-baseline techniques run interleaved with their family's baseline (A B, B A, ...), so the
   speedup is a ratio of runs measured side by side, and the rounds go on until the speedup's
   own confidence interval reaches the target (or are marked ``converged = 0``).
-- quality (attention, KV cache): the eval continuations are teacher-forced through the same
+- quality (attention, KV cache): the reference continuations are teacher-forced through the same
   attention backend and cache, one decode step per token as in generation; perplexity, and
   top-1 agreement and KL divergence against the dense/full-cache baseline's logits.
 - decoding: exact match of the greedy output against the autoregressive baseline (lossless
@@ -84,6 +88,9 @@ METRICS = declare(
                "positions where the argmax equals the baseline's"),
     MetricSpec("kl_vs_baseline", "nats/token", "lower", "numeric",
                "mean KL(P_baseline || P_technique) per token"),
+    MetricSpec("answer_exact_match", "fraction", "higher", "numeric",
+               "retrieval workloads: items whose every answer token is the technique's argmax "
+               "(teacher-forced, so the same as greedy decoding reproducing the answer)"),
 )
 """What this level measures (effbench.suite.metrics); docs/METRICS.md defines each one."""
 
@@ -165,7 +172,7 @@ def generate(
     name, the run is measured as that window with its prefill and decode phases inside.
     """
     e = ctx.preset.engine
-    prompts = [p for p, _ in ctx.eval_tokens[: e.prompts]]
+    prompts = [p for p, _ in ctx.workload_tokens[: e.prompts]]
     engine = Engine(
         ctx.model,
         attention=comp.attention,
@@ -202,7 +209,7 @@ def score(ctx: RunContext, comp: Components, n: int) -> list[torch.Tensor]:
     Row j of item i predicts continuation token j. Prompts are prefilled together, then each
     continuation token is fed as one decode step, exactly as generation would feed it.
     """
-    items = ctx.eval_tokens[:n]
+    items = ctx.workload_tokens[:n]
     layout = layout_of(ctx.model)
     caches = [comp.cache.new_cache(layout) for _ in items]
     rows: list[list[torch.Tensor]] = [[] for _ in items]
@@ -220,26 +227,33 @@ def score(ctx: RunContext, comp: Components, n: int) -> list[torch.Tensor]:
 
 
 def quality(ctx: RunContext, case: Case, comp: Components) -> list[Metric]:
-    n = min(ctx.preset.engine.prompts, len(ctx.eval_tokens))
+    """Perplexity, top-1 agreement and KL against the baseline on the workload's references;
+    on a retrieval workload also the share of answers reproduced exactly.
+    """
+    n = min(ctx.preset.engine.prompts, len(ctx.workload_tokens))
     key = f"baseline-logits-{n}"
     if key not in ctx.memo:
         ctx.memo[key] = score(ctx, components(case.family, None, None), n)
     base = ctx.memo[key]
     tech = base if registry.get(case.technique).baseline else score(ctx, comp, n)
-    nll, agree, kl, count = 0.0, 0, 0.0, 0
-    for (_, cont), lt, lb in zip(ctx.eval_tokens[:n], tech, base):
+    nll, agree, kl, count, exact = 0.0, 0, 0.0, 0, 0
+    for (_, cont), lt, lb in zip(ctx.workload_tokens[:n], tech, base):
         target = torch.tensor(cont)
         lp_t = torch.log_softmax(lt, -1)
         lp_b = torch.log_softmax(lb, -1)
         nll += -lp_t.gather(1, target[:, None]).sum().item()
         agree += (lt.argmax(-1) == lb.argmax(-1)).sum().item()
         kl += (lp_b.exp() * (lp_b - lp_t)).sum().item()
+        exact += bool((lt.argmax(-1) == target).all())
         count += len(cont)
-    return [
+    out = [
         scalar("perplexity", math.exp(nll / count), "ppl", "lower"),
         scalar("top1_agreement", agree / count, "fraction", "higher"),
         scalar("kl_vs_baseline", kl / count, "nats/token", "lower"),
     ]
+    if ctx.workload.kind == "retrieval":
+        out.append(scalar("answer_exact_match", exact / n, "fraction", "higher"))
+    return out
 
 
 def converged(samples: list[float], target_rel_ci: float) -> bool:
@@ -351,7 +365,7 @@ def kv_memory(ctx: RunContext, comp: Components) -> list[Metric]:
     layout = layout_of(ctx.model)
     total_bytes, total_tokens = 0, 0
     with torch.inference_mode():
-        for p, c in ctx.eval_tokens[: ctx.preset.engine.batch]:
+        for p, c in ctx.workload_tokens[: ctx.preset.engine.batch]:
             cache = comp.cache.new_cache(layout)
             run_forward(ctx.model, comp.attention, [Feed(cache, p + c, 0, "none")])
             total_bytes += cache.nbytes()
@@ -414,7 +428,7 @@ def capacity(ctx: RunContext, comp: Components) -> list[Metric]:
     compressed cache buys (KIVI: "up to 4x larger batch size").
     """
     e = ctx.preset.engine
-    prompts = [p for p, _ in ctx.eval_tokens[: e.prompts]]
+    prompts = [p for p, _ in ctx.workload_tokens[: e.prompts]]
     engine = Engine(
         ctx.model, attention=comp.attention, cache_factory=comp.cache,
         scheduler=ContinuousBatching(), decoder=comp.decoder(),

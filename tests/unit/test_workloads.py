@@ -94,6 +94,8 @@ def test_length_spec_validates_eagerly():
     assert LengthSpec("uniform", low=3, high=5).sample(100, seed=1).max() <= 5
     assert LengthSpec("fixed", value=7).sample(2).tolist() == [7, 7]
     with pytest.raises(ValueError, match="valid kinds"):
-        LengthSpec("zipf")
+        LengthSpec("pareto")
+    with pytest.raises(ValueError, match="exponent"):
+        LengthSpec("zipf")  # a kind now (tests/unit/test_length_distributions.py), needs a > 0
     with pytest.raises(ValueError, match="median"):
         LengthSpec("lognormal", median=0.0, sigma=1.0)

@@ -1,0 +1,306 @@
+"""Train ``tiny-long``: the tiny target extended to a 4096-token context that it actually uses.
+
+Why: the original target saw 256-token windows only, so any technique that drops tokens older
+than 256 costs it nothing and looks lossless. This stage continues training the target (same
+width, depth and tokenizer: what it learned at 256 is kept, and CPU minutes go to length) in two
+phases, as long-context recipes do: 2048-token rows, then 4096-token rows. Half the rows are
+plain windows of the stdlib stream (code has long-range structure: names defined at the top of
+a module are used far below); the other half are synthetic retrieval items
+(:mod:`effbench.kernels_ref.retrieval`, built from training files, so the held-out grid never
+shares a haystack with them) followed by more stream. Without those items a model this small
+does not learn to copy a value from 2000 tokens back within the budget; with them the loss on
+answer tokens is an extra term, logged as it falls.
+
+``continue_long`` is the training loop; ``train_long_stage`` the pipeline stage that loads the
+target, trains, evaluates (:mod:`effbench.kernels_ref.long_eval`) and writes the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from effbench.kernels_ref import corpus, evalset, long_evalset, long_figures
+from effbench.kernels_ref.checkpoint import load_checkpoint, save_checkpoint
+from effbench.kernels_ref.model import LlamaModel
+from effbench.kernels_ref.retrieval import TASKS, Haystack, RetrievalSpec, make_item
+from effbench.kernels_ref.train import Log, _optimizer, lr_at, token_stream
+
+
+@dataclass(frozen=True)
+class LongRecipe:
+    """Phases (row length, batch, steps), the retrieval share, and the optimiser schedule."""
+
+    phases: tuple[tuple[int, int, int], ...] = ((2048, 2, 700), (4096, 1, 250))
+    retrieval_fraction: float = 0.5
+    answer_loss_weight: float = 1.0
+    lr: float = 1e-3
+    warmup_steps: int = 30
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 3
+    max_train_files: int | None = None
+
+    @property
+    def max_positions(self) -> int:
+        return max(p[0] for p in self.phases)
+
+    @property
+    def steps(self) -> int:
+        return sum(p[2] for p in self.phases)
+
+
+DEFAULT_LONG_RECIPE = LongRecipe()
+QUICK_LONG_RECIPE = LongRecipe(phases=((128, 2, 2), (256, 1, 2)), max_train_files=30)
+
+
+def _training_row(
+    stream: torch.Tensor, hay: Haystack, seq_len: int, rng: random.Random,
+    recipe: LongRecipe, gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(inputs, targets, answer mask) of one row: a stream window, or an item then stream."""
+    tok = hay.tok
+    start = int(torch.randint(0, stream.numel() - seq_len, (1,), generator=gen))
+    window = stream[start : start + seq_len]
+    answer = torch.zeros(seq_len, dtype=torch.bool)
+    if rng.random() >= recipe.retrieval_fraction:
+        targets = window
+    else:
+        task = rng.choice(TASKS)
+        spec = RetrievalSpec(
+            task=task,
+            length=rng.randint(min(96, seq_len // 2), seq_len - 16),
+            depth=rng.random(),
+            needles=rng.randint(2, 4) if task == "multi-needle" else 1,
+            distractors=rng.choice((0, 0, 1, 2, 3)),
+            seed=rng.randrange(1 << 30),
+        )
+        try:
+            item = make_item(spec, 0, hay)
+        except ValueError:  # needles longer than a short row: use plain text instead
+            return _training_row(
+                stream, hay, seq_len, rng, replace(recipe, retrieval_fraction=0), gen
+            )
+        seq = [*item.prompt_ids[1:], *item.answer_ids, tok.eos_id]
+        a0 = len(item.prompt_ids) - 1
+        answer[a0 : a0 + len(item.answer_ids)] = True
+        targets = torch.tensor(seq[:seq_len] + window[: max(0, seq_len - len(seq))].tolist())
+    inputs = torch.cat([torch.tensor([tok.bos_id]), targets[:-1]])
+    return inputs, targets, answer
+
+
+def continue_long(
+    model: LlamaModel, stream: torch.Tensor, hay: Haystack, recipe: LongRecipe, log: Log = print
+) -> tuple[LlamaModel, dict]:
+    """Continue training ``model`` through the recipe's phases; return it and statistics."""
+    torch.manual_seed(recipe.seed)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    rng = random.Random(recipe.seed)
+    model.train()
+    opt = _optimizer(model, recipe.lr, recipe.weight_decay)
+    t0, step, log_rows = time.perf_counter(), 0, []
+    lm_hist: list[float] = []
+    ans_hist: list[float] = []
+    for seq_len, batch, steps in recipe.phases:
+        for _ in range(steps):
+            lr = lr_at(step, recipe.steps, recipe.lr, recipe.warmup_steps, recipe.min_lr_ratio)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            rows = [_training_row(stream, hay, seq_len, rng, recipe, gen) for _ in range(batch)]
+            inputs, targets, answer = (torch.stack(t) for t in zip(*rows))
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = model(inputs)
+            per_tok = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+                                      reduction="none")  # fmt: skip
+            lm = per_tok.mean()
+            mask = answer.flatten()
+            ans = per_tok[mask].mean() if mask.any() else per_tok.new_zeros(())
+            loss = lm + recipe.answer_loss_weight * ans
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            opt.step()
+            lm_hist.append(lm.item())
+            if mask.any():
+                ans_hist.append(ans.item())
+            step += 1
+            if step % 25 == 0 or step == recipe.steps:
+                lm_avg = sum(lm_hist[-25:]) / len(lm_hist[-25:])
+                ans_avg = sum(ans_hist[-25:]) / max(1, len(ans_hist[-25:]))
+                elapsed = time.perf_counter() - t0
+                log_rows.append({
+                    "step": step, "seq_len": seq_len, "lm_loss": round(lm_avg, 4),
+                    "answer_loss": round(ans_avg, 4), "seconds": round(elapsed, 1),
+                })  # fmt: skip
+                log(f"[tiny-long] step {step}/{recipe.steps} len {seq_len} lm {lm_avg:.3f} "
+                    f"answer {ans_avg:.3f} lr {lr:.2e} {elapsed:.0f}s")  # fmt: skip
+    model.eval()
+    return model, {
+        "train_seconds": round(time.perf_counter() - t0, 1),
+        "steps": recipe.steps,
+        "tokens_seen": sum(s * b * n for s, b, n in recipe.phases),
+        "final_lm_loss": log_rows[-1]["lm_loss"] if log_rows else None,
+        "final_answer_loss": log_rows[-1]["answer_loss"] if log_rows else None,
+        "loss_log": log_rows,
+    }
+
+
+def extend_positions(model: LlamaModel, max_positions: int) -> LlamaModel:
+    """A float32 copy of ``model`` whose config and RoPE table cover ``max_positions``."""
+    cfg = replace(model.config, max_position_embeddings=max_positions)
+    out = LlamaModel(cfg)
+    out.load_state_dict({k: v.float() for k, v in model.state_dict().items()}, strict=False)
+    if cfg.tie_word_embeddings:
+        out.lm_head.weight = out.embed_tokens.weight
+    return out
+
+
+def train_long_stage(
+    target_dir: Path, out_dir: Path, recipe: LongRecipe = DEFAULT_LONG_RECIPE, log: Log = print,
+    grid_items: int = 8,
+) -> dict:  # fmt: skip
+    """The ``tiny-long`` stage: long eval set, training from the target, figures, model card.
+
+    Writes ``OUT/data/long_eval.jsonl`` and ``OUT/checkpoints/tiny-long/`` (weights, card,
+    ``figures.json``, ``per_position_loss.svg``, ``training_log.json``); returns the summary.
+    """
+    target, tok = load_checkpoint(target_dir)
+    if tok is None:
+        raise ValueError(f"{target_dir} has no tokenizer.json")
+    train_docs, heldout_docs = corpus.split_documents(corpus.load_documents())
+    if recipe.max_train_files is not None:
+        train_docs = train_docs[: recipe.max_train_files]
+    items = long_evalset.build_long_evalset(heldout_docs, tok)
+    long_evalset.write_long_evalset(items, Path(out_dir) / "data" / "long_eval.jsonl")
+    stream = token_stream(tok, train_docs)
+    model = extend_positions(target, recipe.max_positions)
+    model, stats = continue_long(model, stream, Haystack(tok, stream), recipe, log)
+    path = save_checkpoint(model, Path(out_dir) / "checkpoints" / "tiny-long", target_dir)
+    (path / "training_log.json").write_text(
+        json.dumps({"recipe": asdict(recipe), **stats}, indent=2) + "\n"
+    )
+    shipped, _ = load_checkpoint(path)  # evaluate what ships (bf16 weights)
+    figures = write_long_card(path, shipped, target, tok, items, recipe, stats, grid_items, log)
+    return {**{k: v for k, v in stats.items() if k != "loss_log"}, **figures["headline"]}
+
+
+def write_long_card(
+    path: Path, model: LlamaModel, target: LlamaModel, tok, items: list[dict],
+    recipe: LongRecipe, stats: dict, grid_items: int = 8, log: Log = print,
+) -> dict:  # fmt: skip
+    """Measure ``model`` (and the short target for reference); write figures and the card."""
+    figs = long_figures.evaluate_long(model, tok, items, grid_items=grid_items, log=log)
+    ref_len = min(target.config.max_position_embeddings, max(figs["lengths"], default=0))
+    ref = {}
+    if str(ref_len) in figs["perplexity"]:
+        ref = {m: long_figures.long_perplexity(target, items, tok, ref_len, w)
+               for m, w in (("full", None), ("window256", 256))}  # fmt: skip
+    short_items = evalset.load_evalset()
+    figs["eval_perplexity"] = round(evalset.continuation_perplexity(model, tok, short_items), 3)
+    figs["target_eval_perplexity"] = round(
+        evalset.continuation_perplexity(target, tok, short_items), 3
+    )
+    figs["target_reference"] = {"length": ref_len, **ref}
+    ppl2k = figs["perplexity"].get("2048", {})
+    needle = [r for r in figs["retrieval"] if r["task"] == "needle"]
+    figs["headline"] = {
+        "perplexity_2048_full": ppl2k.get("full", {}).get("perplexity"),
+        "perplexity_2048_window256": ppl2k.get("window256", {}).get("perplexity"),
+        "needle_exact_full": _mean(r["exact"] for r in needle if r["mode"] == "full"),
+        "needle_exact_window256": _mean(r["exact"] for r in needle if r["mode"] == "window256"),
+        "eval_perplexity": figs["eval_perplexity"],
+    }
+    (path / "figures.json").write_text(json.dumps(figs, indent=2) + "\n")
+    if figs["per_position"]:
+        (path / "per_position_loss.svg").write_text(long_figures.loss_curve_svg(
+            {"full attention": figs["per_position"]["full"],
+             "last 256 tokens only": figs["per_position"]["window256"]}))  # fmt: skip
+    (path / "README.md").write_text(long_card(recipe, stats, figs, model))
+    log(f"[tiny-long] {figs['headline']}")
+    return figs
+
+
+def _mean(values) -> float | None:
+    vals = list(values)
+    return round(sum(vals) / len(vals), 4) if vals else None
+
+
+def long_card(recipe: LongRecipe, stats: dict, figs: dict, model: LlamaModel) -> str:
+    """Markdown model card of tiny-long with every figure and the recipe."""
+    cfg = model.config
+    phases = ", ".join(f"{n} steps of {b} x {s} tokens" for s, b, n in recipe.phases)
+    lines = [
+        "# tiny-long",
+        "",
+        "The embedded tiny target extended to a long context, so that techniques which drop "
+        "distant tokens have something to lose. Same architecture, width, depth and tokenizer "
+        f"as `tiny-target` ({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
+        f"{cfg.num_parameters()} parameters), `max_position_embeddings` "
+        f"{cfg.max_position_embeddings}. "
+        f"Continued from tiny-target's weights for {phases} (the context grows in two phases), "
+        f"half the rows plain stdlib text and half synthetic retrieval items built from "
+        "training files, with the answer tokens' loss as an extra term. Traded: no extra width "
+        "or depth (per-token cost equals the target's), CPU minutes spent on length instead of "
+        "more short-context steps. Reproduce with `effbench train-tiny --stage long`.",
+        "",
+        "## Measured",
+        "",
+        "| figure | value |",
+        "| --- | --- |",
+        f"| train_seconds (1 thread) | {stats['train_seconds']} |",
+        f"| tokens_seen | {stats['tokens_seen']} |",
+        f"| final LM loss / answer loss (last 25 steps) | {stats['final_lm_loss']} / "
+        f"{stats['final_answer_loss']} |",
+        f"| eval.jsonl perplexity (short prompts) | {figs['eval_perplexity']} "
+        f"(tiny-target: {figs['target_eval_perplexity']}) |",
+        "",
+        "Perplexity and top-1 accuracy of the same 64-token continuations of 16 held-out files "
+        "(`data/long_eval.jsonl`), by total sequence length, with full attention and with each "
+        f"query restricted to the last {figs['window']} tokens:",
+        "",
+        "| length | full: ppl | full: top-1 | window: ppl | window: top-1 |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for n, row in figs["perplexity"].items():
+        f, w = row["full"], row[f"window{figs['window']}"]
+        lines.append(f"| {n} | {f['perplexity']} | {f['top1']} | {w['perplexity']} | {w['top1']} |")
+    ref = figs.get("target_reference", {})
+    if "full" in ref:
+        lines += ["", f"For reference, tiny-target (trained on 256-token windows) at "
+                  f"{ref['length']}: full {ref['full']['perplexity']}, window 256 "
+                  f"{ref['window256']['perplexity']}."]  # fmt: skip
+    lines += [
+        "",
+        "Per-position loss at the longest length (mean over the 16 files, buckets of 128 "
+        f"positions), full attention against the last {figs['window']} tokens only:",
+        "",
+        "![per-position loss](per_position_loss.svg)",
+        "",
+        "| position | " + " | ".join(figs["per_position"]) + " |",
+        "|" + " --- |" * (1 + len(figs["per_position"])),
+    ]
+    curves = list(figs["per_position"].values())
+    for i, p in enumerate(curves[0] if curves else []):
+        lines.append(f"| {p['position']} | " + " | ".join(str(c[i]["loss"]) for c in curves) + " |")
+    lines += [
+        "",
+        "Retrieval (exact match of the whole answer, 8 items per cell; haystack: the long eval "
+        "set's held-out code; `effbench.kernels_ref.retrieval`):",
+        "",
+        *long_figures.retrieval_table(figs["retrieval"]),
+        "",
+        "## Recipe",
+        "",
+        "```json",
+        json.dumps(asdict(recipe), indent=2),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
