@@ -23,9 +23,16 @@ cover the workload is checked before the run starts (:func:`check_fits`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from effbench.kernels_ref.long_evalset import LENGTHS, items_at, load_long_evalset
+from effbench.kernels_ref.editing import load_editing_set
+from effbench.kernels_ref.long_evalset import (
+    CONTINUATION_TOKENS,
+    LENGTHS,
+    items_at,
+    load_long_evalset,
+)
+from effbench.kernels_ref.long_figures import eval_haystack
 from effbench.kernels_ref.retrieval import TASKS, RetrievalSpec, make_items
 from effbench.kernels_ref.tokenizer import Tokenizer
 
@@ -52,8 +59,6 @@ class EngineWorkload:
     def positions_needed(self, new_tokens: int) -> int:
         """Positions a run uses: the longer of scoring (prompt + reference) and generating."""
         if self.kind == "long-eval":
-            from effbench.kernels_ref.long_evalset import CONTINUATION_TOKENS
-
             return max(self.length, self.length - CONTINUATION_TOKENS + new_tokens)
         if self.kind == "retrieval":
             return self.length + max(_LONGEST_ANSWER, new_tokens)
@@ -119,16 +124,10 @@ def workload_items(wl: EngineWorkload, tok: Tokenizer, n: int) -> list[tuple[lis
     if wl.kind == "long-eval":
         return items_at(load_long_evalset(), wl.length, tok)[:n]
     if wl.kind == "retrieval":
-        from dataclasses import replace
-
-        from effbench.kernels_ref.long_figures import eval_haystack
-
         hay = eval_haystack(load_long_evalset(), tok)
         spec = replace(wl.retrieval, items=n)
         return [(list(it.prompt_ids), list(it.answer_ids)) for it in make_items(spec, hay)]
     if wl.kind == "editing":
-        from effbench.kernels_ref.editing import load_editing_set
-
         return [([tok.bos_id, *tok.encode(it["prompt"])], tok.encode(it["continuation"]))
                 for it in load_editing_set()[:n]]  # fmt: skip
     raise ValueError(f"workload {wl.name!r} is read from the eval set, not built here")

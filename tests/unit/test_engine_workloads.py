@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from effbench.kernels_ref.checkpoint import load_checkpoint
@@ -84,6 +82,5 @@ def test_items_of_each_workload() -> None:
     ret = workload_items(parse_workload("retrieval:signature:300"), tok, 4)
     assert len(ret) == 4 and all(len(p) == 300 and p[0] == tok.bos_id for p, _ in ret)
     assert workload_items(parse_workload("retrieval:signature:300"), tok, 4) == ret
-    if Path(__file__).resolve().parents[2].joinpath("kernels_ref/data/editing.jsonl").is_file():
-        ed = workload_items(parse_workload("editing"), tok, 2)
-        assert len(ed) == 2 and all(p[0] == tok.bos_id and c for p, c in ed)
+    ed = workload_items(parse_workload("editing"), tok, 2)
+    assert len(ed) == 2 and all(p[0] == tok.bos_id and c for p, c in ed)
