@@ -330,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.stage in ("all", "base"):
         summary["base"] = train_tiny(args.out, recipe)
     target = args.target or args.out / "checkpoints" / "tiny-target"
+    built_eval = args.out / "data" / "eval.jsonl"  # the base stage's, else the shipped set
+    eval_path = built_eval if built_eval.is_file() else None
     if args.stage in ("long", "draft-1l") and args.target is None and not target.is_dir():
         from effbench.kernels_ref.checkpoint import resolve_model
 
@@ -342,8 +344,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             long_recipe = tl.QUICK_LONG_RECIPE if args.quick else tl.DEFAULT_LONG_RECIPE
             summary["long"] = tl.train_long_stage(
-                target, args.out, long_recipe, grid_items=2 if args.quick else 8
-            )
+                target, args.out, long_recipe, grid_items=2 if args.quick else 8,
+                eval_path=eval_path,
+            )  # fmt: skip
         if args.stage in ("all", "draft-1l"):
             from effbench.kernels_ref import train_draft as td
 
@@ -351,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary["draft-1l"] = td.train_draft_stage(
                 target, args.out / "checkpoints",
                 td.QUICK_DRAFT_RECIPE if args.quick else td.DEFAULT_DRAFT_RECIPE, **quick,
+                eval_path=eval_path,
             )  # fmt: skip
     finally:
         torch.set_num_threads(threads_before)

@@ -115,6 +115,7 @@ def distill_draft(
 def train_draft_stage(
     target_dir: Path, out_dir: Path, recipe: DraftRecipe = DEFAULT_DRAFT_RECIPE,
     max_train_files: int | None = None, eval_items: int | None = None, log: Log = print,
+    eval_path: Path | None = None,
 ) -> dict:  # fmt: skip
     """Distil the draft from the checkpoint at ``target_dir``; write it under ``out_dir``.
 
@@ -130,7 +131,7 @@ def train_draft_stage(
         heldout_docs = heldout_docs[: max(4, max_train_files // 10)]
     stream = token_stream(tok, train_docs)
     heldout = token_stream(tok, heldout_docs)[:131072]
-    items = evalset.load_evalset()[:eval_items]
+    items = evalset.load_evalset(eval_path)[:eval_items]
     draft, stats = distill_draft(target, stream, tok.bos_id, recipe, log)
     path = save_checkpoint(draft, Path(out_dir) / "tiny-draft-1l", target_dir)
     shipped, _ = load_checkpoint(path)

@@ -108,5 +108,11 @@ def test_quick_pipeline_is_deterministic(tmp_path: Path) -> None:
         assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
         assert (a / "README.md").is_file()
         load_checkpoint(a)
+    for name in ("tiny-long", "tiny-draft-1l"):  # the later stages ran from a's target
+        path = tmp_path / "a" / "checkpoints" / name
+        model, _ = load_checkpoint(path)
+        assert (path / "README.md").is_file()
+    assert model.config.num_hidden_layers == 1
+    assert (tmp_path / "a" / "data" / "long_eval.jsonl").is_file()
     eval_a = (tmp_path / "a" / "data" / "eval.jsonl").read_text()
     assert eval_a == (tmp_path / "b" / "data" / "eval.jsonl").read_text()
