@@ -3,8 +3,8 @@
 Why: the original target saw 256-token windows only, so any technique that drops tokens older
 than 256 costs it nothing and looks lossless. This stage continues training the target (same
 width, depth and tokenizer: what it learned at 256 is kept, and CPU minutes go to length) in
-phases of growing row length (512, 2048, then 4096 tokens), as long-context recipes do. The rows
-mix three kinds:
+two phases of growing row length (2048, then 4096 tokens), as long-context recipes do. The
+rows mix three kinds:
 
 * plain windows of the stdlib stream (code has long-range structure: names defined at the top
   of a module are used far below);
@@ -14,10 +14,15 @@ mix three kinds:
   so the held-out grid never shares a haystack with them) followed by more stream.
 
 The loss on the tokens only copying can predict (the answers, the second copies) is an extra
-term, logged as it falls. Before the phases, an induction warm-up (:func:`induction_warmup`):
-the shipped target cannot copy at all (top-1 0.0 on the second copy of a repeated random
-sequence), and a model that cannot copy cannot retrieve. Two attempts without it (50% retrieval
-items; then 30% repeated code chunks as well) left the copy loss flat for 300-400 steps.
+term, logged as training goes. What this budget does *not* buy is copying: the shipped target
+cannot copy at all (top-1 0.0 on the second copy of a repeated random sequence: it has no
+induction heads after 500 steps), and the circuit did not form in any warm-up tried here, each a
+few hundred steps on one CPU core: repeated random sequences at a varying offset (copy loss
+stayed at ln(vocab), 250-400 steps, learning rate 2e-3 and 3e-3, vocabularies of 4096 and 512),
+periodic random sequences (9.1 to 7.7 nats in 300 steps), a fresh 2-layer model (600 steps, no
+progress), repeated code chunks (300 steps). A warm-up at a *fixed* offset did reach a copy loss
+of 0.07 in 200 steps, but by attending a fixed distance back, not by matching content, and it
+did nothing for retrieval. docs/WORKLOADS.md reports what that means for the retrieval grid.
 
 ``continue_long`` is the training loop; ``train_long_stage`` the pipeline stage that loads the
 target, trains, evaluates (:mod:`effbench.kernels_ref.long_eval`) and writes the checkpoint.
@@ -45,12 +50,9 @@ from effbench.kernels_ref.train import Log, _optimizer, lr_at, token_stream
 class LongRecipe:
     """Phases (row length, batch, steps), the retrieval share, and the optimiser schedule."""
 
-    induction_steps: int = 200
-    induction_rows: tuple[int, int] = (16, 128)  # batch, tokens: a random half, then again
-    induction_lr: float = 2e-3
-    phases: tuple[tuple[int, int, int], ...] = ((512, 8, 150), (2048, 2, 400), (4096, 1, 150))
-    retrieval_fraction: float = 0.35
-    repeat_fraction: float = 0.3
+    phases: tuple[tuple[int, int, int], ...] = ((2048, 2, 450), (4096, 1, 200))
+    retrieval_fraction: float = 0.25
+    repeat_fraction: float = 0.25
     answer_loss_weight: float = 1.0
     lr: float = 1e-3
     warmup_steps: int = 30
@@ -70,9 +72,7 @@ class LongRecipe:
 
 
 DEFAULT_LONG_RECIPE = LongRecipe()
-QUICK_LONG_RECIPE = LongRecipe(
-    induction_steps=2, induction_rows=(2, 32), phases=((128, 2, 2), (256, 1, 2)), max_train_files=30
-)
+QUICK_LONG_RECIPE = LongRecipe(phases=((128, 2, 2), (256, 1, 2)), max_train_files=30)
 _MIN_REPEAT, _MAX_REPEAT = 16, 128  # tokens in a repeated chunk
 
 
@@ -88,7 +88,7 @@ def _training_row(
     draw = rng.random()
     if draw < recipe.repeat_fraction and seq_len >= 4 * _MIN_REPEAT:
         # a chunk of code, other code, then the chunk again: its second copy is predictable
-        # only by copying from the first, the curriculum that forms induction heads quickly
+        # only by copying from the first (a signal for copying, when the model can copy)
         m = rng.randint(_MIN_REPEAT, min(_MAX_REPEAT, seq_len // 4))
         gap = rng.randint(0, seq_len - 2 * m - 1)
         s2 = int(torch.randint(0, stream.numel() - m, (1,), generator=gen))
@@ -123,58 +123,16 @@ def _training_row(
     return inputs, targets, answer
 
 
-def induction_warmup(
-    model: LlamaModel, opt: torch.optim.Optimizer, recipe: LongRecipe, gen: torch.Generator,
-    bos_id: int, log: Log = print,
-) -> list[dict]:  # fmt: skip
-    """Grow induction heads: random token sequences shown twice, loss on the second copy only.
-
-    The shipped target cannot copy (top-1 0.0 on a repeated random sequence). On random tokens
-    nothing but copying lowers the loss, and the circuit forms in about 150 steps (the loss on
-    the second copy falls from about 9 nats to under 0.5); on repeated *code* chunks it had not
-    formed after 300 steps, the language model's own predictions drowning the signal.
-    """
-    batch, length = recipe.induction_rows
-    half = length // 2
-    rows: list[dict] = []
-    hist: list[float] = []
-    t0 = time.perf_counter()
-    for step in range(recipe.induction_steps):
-        lr = recipe.induction_lr * min(1.0, (step + 1) / 10)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        r = torch.randint(3, model.config.vocab_size, (batch, half), generator=gen)
-        targets = torch.cat([r, r], dim=1)
-        inputs = torch.cat([torch.full((batch, 1), bos_id), targets[:, :-1]], dim=1)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(inputs)
-        copy = F.cross_entropy(logits[:, half + 1 :].float().flatten(0, 1),
-                               targets[:, half + 1 :].flatten())  # fmt: skip
-        opt.zero_grad(set_to_none=True)
-        copy.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-        opt.step()
-        hist.append(copy.item())
-        if (step + 1) % 25 == 0 or step + 1 == recipe.induction_steps:
-            avg = sum(hist[-25:]) / len(hist[-25:])
-            rows.append({"step": step + 1, "copy_loss": round(avg, 4),
-                         "seconds": round(time.perf_counter() - t0, 1)})  # fmt: skip
-            log(f"[tiny-long] induction warm-up {step + 1}/{recipe.induction_steps} "
-                f"copy loss {avg:.3f}")  # fmt: skip
-    return rows
-
-
 def continue_long(
     model: LlamaModel, stream: torch.Tensor, hay: Haystack, recipe: LongRecipe, log: Log = print
 ) -> tuple[LlamaModel, dict]:
-    """Continue training ``model``: induction warm-up, then the recipe's phases."""
+    """Continue training ``model`` through the recipe's phases; return it and statistics."""
     torch.manual_seed(recipe.seed)
     gen = torch.Generator().manual_seed(recipe.seed)
     rng = random.Random(recipe.seed)
     model.train()
     opt = _optimizer(model, recipe.lr, recipe.weight_decay)
     t0 = time.perf_counter()
-    warmup_log = induction_warmup(model, opt, recipe, gen, hay.tok.bos_id, log)
     step, log_rows = 0, []
     lm_hist: list[float] = []
     ans_hist: list[float] = []
@@ -215,9 +173,7 @@ def continue_long(
     return model, {
         "train_seconds": round(time.perf_counter() - t0, 1),
         "steps": recipe.steps,
-        "tokens_seen": sum(s * b * n for s, b, n in recipe.phases)
-        + recipe.induction_steps * recipe.induction_rows[0] * recipe.induction_rows[1],
-        "induction_log": warmup_log,
+        "tokens_seen": sum(s * b * n for s, b, n in recipe.phases),
         "final_lm_loss": log_rows[-1]["lm_loss"] if log_rows else None,
         "final_answer_loss": log_rows[-1]["answer_loss"] if log_rows else None,
         "loss_log": log_rows,

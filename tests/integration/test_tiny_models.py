@@ -116,3 +116,23 @@ def test_quick_pipeline_is_deterministic(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "data" / "long_eval.jsonl").is_file()
     eval_a = (tmp_path / "a" / "data" / "eval.jsonl").read_text()
     assert eval_a == (tmp_path / "b" / "data" / "eval.jsonl").read_text()
+
+
+@shipped
+def test_long_model_uses_context_past_the_window() -> None:
+    """tiny-long covers 4096 positions and its card's figures show full attention ahead."""
+    import json
+
+    model, _ = load_checkpoint("tiny-long")
+    assert model.config.max_position_embeddings == 4096
+    figs = json.loads((resolve_model("tiny-long") / "figures.json").read_text())
+    at2k = figs["perplexity"]["2048"]
+    assert at2k["full"]["perplexity"] < at2k["window256"]["perplexity"]
+
+
+@shipped
+def test_one_layer_draft_agrees_with_the_target_more(target: tuple, items: list[dict]) -> None:
+    model, tok = target
+    rates = {name: evalset.greedy_acceptance(model, load_checkpoint(name)[0], tok, items[:8], 32)
+             for name in ("tiny-draft", "tiny-draft-1l")}  # fmt: skip
+    assert rates["tiny-draft-1l"] > rates["tiny-draft"], rates
