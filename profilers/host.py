@@ -101,6 +101,16 @@ def _pyspy_probe(binary: str, pid: int, native: bool) -> tuple[bool, str]:
     return False, f"py-spy cannot attach to pid {pid}: {msg}"
 
 
+def _unblock_sigint() -> None:
+    """In py-spy's process before exec: SIGINT (how ``stop`` ends it) unblocked.
+
+    A child inherits its parent's blocked signals; a Ray worker (the Ray executor's cases)
+    runs with SIGINT blocked, so py-spy would never see the signal and be killed after 30 s
+    with no output.
+    """
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
 class HostProfiler:
     """py-spy over the region between ``start()`` and ``stop()``, on ``pid`` (default: us).
 
@@ -155,7 +165,8 @@ class HostProfiler:
                "--pid", str(self.pid)] + (["--native"] if self.native else [])
         cmd += ["--nonblocking"] if self.nonblocking else []
         with open(self._log, "wb") as log:
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                          preexec_fn=_unblock_sigint)
         deadline = time.monotonic() + 5.0  # wait until it is sampling, so the start is covered
         while time.monotonic() < deadline and self._proc.poll() is None:
             if b"Sampling" in self._log.read_bytes():

@@ -1,4 +1,12 @@
-"""Cases: one technique x params x workload x level x device, expanded from a preset."""
+"""Cases: one technique x params x workload x level x device, expanded from a preset.
+
+With ``[serving] endpoint`` set, the serving level measures that OpenAI-compatible server
+instead of the in-process engine: the benches' serving cases are replaced by one case whose
+technique is the user's name for the server (``[serving] endpoint_name``), in the scheduling
+family like every serving case, with no parameters (the server's configuration is in its
+name) and ``endpoint`` set to the URL (not part of the case id, so a server measured at
+another address is still the same case).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +29,8 @@ class Case:
     params: tuple[tuple[str, Any], ...]
     workload: str
     device: str
+    endpoint: str = ""
+    """The OpenAI-compatible base URL a serving case measures; empty: the in-process engine."""
 
     @property
     def param_dict(self) -> dict[str, Any]:
@@ -50,7 +60,25 @@ def workload_names(preset: Preset, level: str, family: str) -> list[str]:
     # preset without them keeps its workload name (and its case ids, baselines, resumes)
     prompt = f"-p{s.prompt_len.label()}" if s.prompt_len else ""
     output = s.output_len.label() if s.output_len else s.output_tokens
-    return [f"{s.arrival}-r{s.rate:g}-n{s.requests}{prompt}-o{output}"]
+    # an endpoint run's concurrency limit, only when set (the in-process level has none)
+    limit = f"-c{s.max_concurrency}" if s.endpoint and s.max_concurrency else ""
+    return [f"{s.arrival}-r{s.rate:g}-n{s.requests}{prompt}-o{output}{limit}"]
+
+
+SERVING_FAMILY = "scheduling"
+"""The family of every serving case, an endpoint's included (the level runs schedulers)."""
+
+
+def endpoint_case(preset: Preset, device: str) -> Case:
+    """The one serving case of ``[serving] endpoint`` (module docstring)."""
+    s = preset.serving
+    (workload,) = workload_names(preset, "serving", SERVING_FAMILY)
+    return Case(s.endpoint_name, SERVING_FAMILY, "serving", (), workload, device, s.endpoint)
+
+
+def is_baseline(case: Case) -> bool:
+    """Whether the case's technique is its family's baseline (never for an endpoint)."""
+    return not case.endpoint and registry.get(case.technique).baseline
 
 
 def expand(preset: Preset, device: str) -> list[Case]:
@@ -61,16 +89,19 @@ def expand(preset: Preset, device: str) -> list[Case]:
         for params in bench.param_sets():
             full = tech.resolve(params, bench.where)
             for level in bench.levels:
+                if level == "serving" and preset.serving.endpoint:
+                    continue  # the endpoint's case replaces the in-process serving cases
                 for wl in workload_names(preset, level, tech.family):
                     cases.append(
                         Case(tech.name, tech.family, level, tuple(sorted(full.items())), wl,
                              device)
                     )
+    if preset.serving.endpoint:
+        cases.append(endpoint_case(preset, device))
     seen: set[str] = set()
     unique = [c for c in cases if not (c.case_id in seen or seen.add(c.case_id))]
 
     def order(c: Case) -> tuple:
-        return (LEVELS.index(c.level), family_index(c.family),
-                not registry.get(c.technique).baseline)
+        return (LEVELS.index(c.level), family_index(c.family), not is_baseline(c))
 
     return sorted(unique, key=order)

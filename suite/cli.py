@@ -62,6 +62,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         name=args.name,
         case_budget_s=args.budget,
     )
+    preset = presets.with_endpoint(preset, args.endpoint, args.endpoint_name)
     try:
         out = runner.run(
             preset,
@@ -73,6 +74,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             profile=[p for p in (args.profile or "").split(",") if p] or None,
             threads=args.threads,
             retry_noisy=args.retry_noisy,
+            executor=args.executor,
+            ray_address=args.address,
+            ray_retries=args.ray_retries,
         )
     except KeyboardInterrupt:
         print("\ninterrupted: finished cases are journaled; rerun with --resume latest",
@@ -291,6 +295,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-noisy", type=_retry_arg, default=0, metavar="N",
                    help="re-measure a case measured under interference up to N times and "
                    "keep the cleanest attempt (default 0)")
+    p.add_argument("--endpoint", metavar="URL", help="serving level against this "
+                   "OpenAI-compatible server (http://host:port/v1) instead of the in-process "
+                   "engine; overrides [serving] endpoint (docs/SERVING.md)")
+    p.add_argument("--endpoint-name", metavar="NAME", help="the technique label of the "
+                   "endpoint's records: the server and its configuration (default: the "
+                   "preset's [serving] endpoint_name)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: every case in this process (default); ray: one Ray task per "
+                   "case (pip install 'effbench[ray]'; docs/SCALE.md)")
+    p.add_argument("--address", metavar="ADDR",
+                   help="with --executor ray: the cluster's head, host:port or ray://host:port "
+                   "(default: RAY_ADDRESS, else a local cluster on 127.0.0.1)")
+    p.add_argument("--ray-retries", type=_retry_arg, default=2, metavar="N",
+                   help="with --executor ray: retry a case whose worker was lost up to N "
+                   "times, then record it as failed (default 2)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("report", help="summary tables of a run")
@@ -312,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes it)")
     p.add_argument("--port", type=int, default=8501)
     p.set_defaults(func=_cmd_dash)
+
+    from effbench.suite.serve import main as serve_main
+
+    serve_main.add_parser(sub, _threads_arg).set_defaults(func=serve_main.main)
 
     p = sub.add_parser("profile", help="profiling sweeps (tklqt: batch-size sweep of TKLQT)")
     psub = p.add_subparsers(dest="what", required=True)

@@ -95,6 +95,12 @@ class ServingSettings:
     distribution; when absent the requests take the eval prompts in turn and generate
     ``output_tokens`` each, as before they existed. A relative empirical ``file`` is resolved
     against the preset file's folder, and read (and checked) when the preset loads.
+
+    ``endpoint`` (an OpenAI-compatible base URL such as ``http://127.0.0.1:8000/v1``) makes the
+    serving level measure that server instead of the in-process engine, with the same workload
+    and metrics (effbench.suite.levels.serving_endpoint, docs/SERVING.md); the other
+    ``endpoint_*`` keys, ``max_concurrency``, ``tokenizer``, ``ignore_eos`` and ``timeout_s``
+    apply to endpoint runs only. ``endpoint_name`` is the technique label of its records.
     """
 
     requests: int = 24
@@ -107,6 +113,14 @@ class ServingSettings:
     slo: tuple[tuple[str, float], ...] = (("ttft_s", 0.5), ("tpot_s", 0.05))
     prompt_len: LengthSpec | None = None
     output_len: LengthSpec | None = None
+    endpoint: str = ""
+    endpoint_name: str = "endpoint"
+    endpoint_model: str = ""
+    endpoint_api: str = "completions"
+    max_concurrency: int = 0
+    tokenizer: str = ""
+    ignore_eos: bool = True
+    timeout_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +152,8 @@ class Preset:
 _SECTIONS = ("run", "kernel", "engine", "serving", "bench", "gate")
 _SLO_KEYS = ("ttft_s", "tpot_s", "e2e_s")
 _ARRIVALS = ("poisson", "gamma", "constant")
+ENDPOINT_APIS = ("completions", "chat")
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:+-")
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -209,8 +225,9 @@ def _serving_settings(got: Mapping[str, Any], loc: Locator) -> ServingSettings:
     slo = got.pop("slo", None)
     lengths = {key: got.pop(key) for key in _LENGTH_SETTINGS if key in got}
     lows = {"requests": 1, "rate": 1e-6, "cv": 1e-6, "output_tokens": 1, "max_batch": 1,
-            "max_tokens": 1}
+            "max_tokens": 1, "max_concurrency": 0, "timeout_s": 1e-3}
     ss = _fill(ServingSettings, got, "serving", loc, lows)
+    ss = checked_endpoint(ss, lambda key: loc.at("serving", key))
     if ss.arrival not in _ARRIVALS:
         raise ConfigError(
             f"arrival '{ss.arrival}' is not one of {list(_ARRIVALS)}", loc.at("serving", "arrival")
@@ -228,6 +245,50 @@ def _serving_settings(got: Mapping[str, Any], loc: Locator) -> ServingSettings:
                           "fixes them)", loc.at("serving", "output_tokens"))
     specs = {key: _length_spec(key, table, loc) for key, table in lengths.items()}
     return replace(ss, **specs) if specs else ss
+
+
+def checked_endpoint(ss: ServingSettings, where: Any) -> ServingSettings:
+    """``ss`` with its endpoint keys checked and ``endpoint`` normalised (no trailing ``/``).
+
+    ``where(key)`` locates a key for the error. The URL must be ``http(s)://host[:port]/...``;
+    ``endpoint_name`` labels the records' technique, so it must be a plain name (letters,
+    digits, ``._:+-``) and not a registered technique's (whose records it would mix with).
+    Whether the server answers is checked when a run starts (``serving_endpoint.preflight``).
+    """
+    from urllib.parse import urlsplit
+
+    if ss.endpoint_api not in ENDPOINT_APIS:
+        raise ConfigError(f"endpoint_api '{ss.endpoint_api}' is not one of "
+                          f"{list(ENDPOINT_APIS)}", where("endpoint_api"))
+    name = ss.endpoint_name
+    if not name or not set(name) <= _NAME_CHARS:
+        raise ConfigError(f"endpoint_name {name!r} must be a non-empty name of letters, digits "
+                          "and ._:+- (it labels the records' technique)", where("endpoint_name"))
+    if name in {t.name for t in registry.techniques()}:
+        raise ConfigError(f"endpoint_name '{name}' is a registered technique; name the server "
+                          "and its configuration instead (e.g. 'effbench-serve-chunked')",
+                          where("endpoint_name"))
+    if not ss.endpoint:
+        return ss
+    url = ss.endpoint.rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"endpoint {ss.endpoint!r} is not an http(s) URL like "
+                          "http://127.0.0.1:8000/v1", where("endpoint"))
+    return replace(ss, endpoint=url)
+
+
+def with_endpoint(preset: Preset, endpoint: str | None, name: str | None) -> Preset:
+    """The preset with ``[serving] endpoint``/``endpoint_name`` replaced (``--endpoint``,
+    ``--endpoint-name``; None keeps the preset's), checked like the preset's own keys.
+    """
+    given = {k: v for k, v in (("endpoint", endpoint), ("endpoint_name", name))
+             if v is not None}
+    if not given:
+        return preset
+    ss = checked_endpoint(replace(preset.serving, **given),
+                          lambda key: f"--{key.replace('_', '-')}")
+    return replace(preset, serving=ss)
 
 
 _LENGTH_SETTINGS = ("prompt_len", "output_len")
@@ -321,14 +382,16 @@ def parse(text: str, path: str = "<preset>") -> Preset:
         raise ConfigError(f"not valid TOML: {e}", path) from None
     check_keys(data, list(_SECTIONS), "the preset", loc, None)
     benches = data.get("bench", [])
-    if not isinstance(benches, list) or not benches:
-        raise ConfigError("a preset needs at least one [[bench]] table", path)
+    serving = _serving_settings(data.get("serving", {}), loc)
+    if not isinstance(benches, list) or not (benches or serving.endpoint):
+        raise ConfigError("a preset needs at least one [[bench]] table (or a [serving] "
+                          "endpoint to measure)", path)
     return Preset(
         path=path,
         run=_run_settings(data.get("run", {}), loc),
         kernel=_kernel_settings(data.get("kernel", {}), loc),
         engine=_engine_settings(data.get("engine", {}), loc),
-        serving=_serving_settings(data.get("serving", {}), loc),
+        serving=serving,
         benches=tuple(_bench(i, b, loc) for i, b in enumerate(benches)),
         gate=_gate(data.get("gate", {}), loc),
     )

@@ -7,15 +7,20 @@ sweep goes on. Each case's records are journaled as soon as it ends, so a killed
 finished case, and ``resume`` skips the cases a run already holds. A fixed reference workload,
 the canary (effbench.suite.canary), is timed at the start, between cases every 30 s and at the
 end, into the manifest, so the gate can tell a slower machine from slower code.
+
+Cases run in this process (the local executor, the default) or as one Ray task each
+(``--executor ray``, effbench.suite.ray_executor); both measure a case with ``measure_case``
+and this process journals every result as it arrives (``_drive``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +56,11 @@ LEVEL_RUNNERS: dict[str, Callable[[Case, RunContext], list[Metric]]] = {
 }
 
 
+EXECUTORS = ("local", "ray")
+"""Where cases run: ``local`` (in this process, one by one) or ``ray`` (one Ray task per case,
+effbench.suite.ray_executor); the records are journaled by this process either way."""
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     store: RunStore
@@ -58,6 +68,30 @@ class RunOutcome:
     skipped: int
     failed: int
     wall_s: float
+
+
+@dataclass(frozen=True)
+class CasePlace:
+    """Where one case's records and files belong: the run's id and a run folder.
+
+    The local runner passes its ``RunStore`` (which has both attributes); a Ray worker passes
+    one of these with a scratch folder of its own as ``run_dir``, whose ``artifacts/`` it ships
+    back to the driver with the records (effbench.suite.ray_task).
+    """
+
+    run_id: str
+    run_dir: Path
+
+
+@dataclass(frozen=True)
+class CaseOutcome:
+    """What one case produced: its records (stamped, ready to journal as one batch), whether it
+    failed (then ``records`` is its one ``error`` record) and whether it was measured noisy.
+    """
+
+    records: list[Record]
+    failed: bool
+    noisy: bool
 
 
 def with_overrides(preset: Preset, **run_fields: object) -> Preset:
@@ -70,8 +104,10 @@ def filter_cases(
     cases: list[Case], techniques: list[str] | None, levels: list[str] | None
 ) -> list[Case]:
     if techniques:
+        endpoints = {c.technique for c in cases if c.endpoint}  # [serving] endpoint_name
         for t in techniques:
-            registry.get(t, "--technique")
+            if t not in endpoints:
+                registry.get(t, "--technique")
         cases = [c for c in cases if c.technique in techniques]
     if levels:
         cases = [c for c in cases if c.level in levels]
@@ -130,7 +166,8 @@ def _profiler_records(
 
 def run_case(case: Case, ctx: RunContext) -> list[Metric]:
     """Run one case; a NaN metric turns the case into a failure (ValueError)."""
-    if "cuda" in registry.get(case.technique).requires and ctx.device.type != "cuda":
+    if (not case.endpoint and "cuda" in registry.get(case.technique).requires
+            and ctx.device.type != "cuda"):
         raise RuntimeError(f"technique {case.technique} requires a CUDA device")
     metrics = LEVEL_RUNNERS[case.level](case, ctx)
     bad = [m.metric for m in metrics if isinstance(m.value, float) and math.isnan(m.value)]
@@ -228,6 +265,45 @@ def _stamped(records: list[Record], choice: ThreadChoice, seen: Observation | No
     return [dataclasses.replace(r, stats={**r.stats, **extra}) for r in records]
 
 
+def measure_case(
+    case: Case, ctx: RunContext, place: RunStore | CasePlace, index: int, *, label: str,
+    choice: ThreadChoice, observe: Callable[[], Any], retry_noisy: int = 0,
+    profile: list[str] | None = None, log: Callable[[str], None] = print,
+) -> CaseOutcome:
+    """Run one case and return its records: the one place both executors measure a case.
+
+    The local executor calls it in the runner's process; the Ray executor calls it inside a
+    Ray worker (effbench.suite.ray_task) and journals what it returns on the driver. The
+    case's timed pass is observed and re-measured while noisy (``_timed``), profiled in a
+    second pass when ``profile`` names profilers (``_profiled``); a level may write files under
+    ``<place.run_dir>/artifacts/<index>/`` (effbench.suite.artifacts). A case that raises (out
+    of memory included) or yields a NaN becomes one failed ``error`` record; this never raises
+    for the case's own errors, so the sweep goes on.
+    """
+    # where a level may write files of its own for this case (effbench.suite.artifacts)
+    ctx.memo[case_artifacts.KEY] = case_artifacts.CaseArtifacts(place.run_dir, index)
+    seen, attempts, failed, noisy = None, 0, False, False
+    try:
+        measured, seen, attempts = _timed(case, ctx, observe, retry_noisy, choice, log)
+        noisy = seen.noisy
+        if profile:
+            recs = _profiled(case, ctx, label, place, profile, index, measured)
+        else:
+            recs = _records(case, label, place.run_id, measured)
+        recs += _interference_records(case, label, place.run_id, seen, attempts)
+    except Exception as e:  # noqa: BLE001 - every failure is recorded, the sweep goes on
+        failed = True
+        if isinstance(e, torch.OutOfMemoryError):
+            torch.cuda.empty_cache()
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        msg = f"{type(e).__name__}: {e} ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})"
+        recs = [_not_measured(case, label, place.run_id, "error", "failed", msg)]
+        log(f"case failed: {case.case_id}: {msg}")
+    finally:
+        ctx.memo.pop(case_artifacts.KEY, None)
+    return CaseOutcome(_stamped(recs, choice, seen, attempts), failed, noisy)
+
+
 def run(
     preset: Preset,
     *,
@@ -241,6 +317,9 @@ def run(
     threads: int | str | None = None,
     retry_noisy: int = 0,
     observer: Callable[[], Any] | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    ray_retries: int = 2,
 ) -> RunOutcome:
     """Run (or resume) a preset and return where its records are.
 
@@ -254,13 +333,34 @@ def run(
     record's ``stats["threads"]``. Every case's timed pass is observed for interference
     (``observer``: a factory of effbench.profilers.interference observers, the real one by
     default); a case marked noisy is re-measured up to ``retry_noisy`` times (``_timed``).
+
+    ``executor`` is ``local`` (each case in this process, in order) or ``ray``: one Ray task
+    per case on the cluster at ``ray_address`` (else ``RAY_ADDRESS``, else a local cluster on
+    127.0.0.1), a task lost with its worker retried ``ray_retries`` times
+    (effbench.suite.ray_executor). Either way this process journals each case's records into
+    the one run store as the case ends, so ``resume`` works the same.
     """
     if isinstance(retry_noisy, bool) or not isinstance(retry_noisy, int) or retry_noisy < 0:
         raise ConfigError(f"--retry-noisy must be an integer >= 0, got {retry_noisy!r}",
                           "--retry-noisy")
-    choice = choose_threads(threads, preset.run.threads,
-                            setting_where=f"{preset.path}: [run] threads")
-    device = resolve_device(preset.run.device)
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r}; valid executors: {list(EXECUTORS)}",
+                          "--executor")
+    if ray_address and executor != "ray":
+        raise ConfigError("--address names a Ray cluster: it needs --executor ray", "--address")
+    cluster = None
+    if executor == "ray":  # ray installed and the options sane, before anything else
+        from effbench.suite import ray_executor
+
+        cluster = ray_executor.RayExecutor(ray_address, ray_retries, log=log)
+    threads_where = f"{preset.path}: [run] threads"
+    # the thread count is this machine's unless the cases run on a cluster not started here,
+    # whose nodes are known only once connected (RayExecutor.choose_threads)
+    choice = (choose_threads(threads, preset.run.threads, setting_where=threads_where)
+              if cluster is None or cluster.starts_local else None)
+    # under Ray the cases' device is the cluster's (checked once connected); the driver only
+    # reads model configs, for which the CPU will do
+    device = resolve_device(preset.run.device) if cluster is None else torch.device("cpu")
     dtype = resolve_dtype(preset.run.dtype, device)
     cases = filter_cases(expand(preset, preset.run.device), techniques, levels)
     check_writable(Path(results))
@@ -278,7 +378,8 @@ def run(
     if needs_model:
         try:
             check_model(preset.run.model)
-            if any("draft-model" in registry.get(c.technique).requires for c in cases):
+            if any("draft-model" in registry.get(c.technique).requires for c in cases
+                   if not c.endpoint):
                 check_model(preset.run.draft)
         except ValueError as e:
             raise ConfigError(str(e), "--model") from None
@@ -287,61 +388,77 @@ def run(
                 check_workload(preset)
             except ValueError as e:
                 raise ConfigError(str(e), f"{preset.path}: [engine] workload") from None
-        if any(c.level == "serving" for c in cases):  # prompt + output within the positions
-            serving_level.check_lengths(
+        if any(c.level == "serving" and not c.endpoint for c in cases):  # prompt + output
+            serving_level.check_lengths(  # within the positions
                 preset, RunContext(preset, device, dtype).model_config.max_position_embeddings)
+        if any(c.endpoint for c in cases):  # the server answers and takes the request fields
+            from effbench.suite.levels.serving_endpoint import preflight
+
+            preflight(preset)
+    drive = functools.partial(
+        _drive, preset, cases, cluster, results=results, resume=resume, progress=progress,
+        profile=profile, log=log, retry_noisy=retry_noisy, observer=observer, device=device,
+        dtype=dtype)
+    if cluster is None:
+        return drive(choice=choice)
+    with cluster:  # connected (or a local cluster started) before the run folder is made
+        if choice is None:
+            choice = cluster.choose_threads(threads, preset.run.threads, threads_where)
+        cluster.check(preset.run.device, choice.threads, cases)
+        return drive(choice=choice)
+
+
+def _drive(
+    preset: Preset, cases: list[Case], cluster: Any, *, results: str, resume: str | None,
+    progress: bool, profile: list[str] | None, log: Callable[[str], None],
+    choice: ThreadChoice, retry_noisy: int, observer: Callable[[], Any] | None,
+    device: torch.device, dtype: torch.dtype,
+) -> RunOutcome:
+    """Open the run store, run the cases not yet journaled, journal each as it ends, finalize.
+
+    ``cluster`` is None for the local executor, else a connected ``RayExecutor``: its results
+    arrive in the order the cases end and are journaled here all the same.
+    """
     applied = apply_threads(choice.threads)  # before any case, canary or model load
     log(choice.describe())
     config = {"preset": preset.path, "run": dataclasses.asdict(preset.run),
               "cases": [c.case_id for c in cases],
               "threads": {**choice.to_json(), "torch": applied}}
+    if cluster is not None:  # the cluster, its nodes and the device the cases run on
+        config["executor"] = cluster.describe()
+        config["device"] = cluster.device
     store = RunStore.open(results, resume) if resume else RunStore.create(
         results, preset.run.name, config
     )
     done = store.completed_cases()
     todo = [c for c in cases if c.case_id not in done]
-    ctx = RunContext(preset, device, dtype)
-    observe = observer or (lambda: make_observer(choice.threads, choice.usable_cores,
-                                                 str(device)))
     noisy = 0
-    label = describe(device)
     failed = 0
     t0 = time.perf_counter()
     if done:
         log(f"resuming {store.run_id}: {len(cases) - len(todo)} case(s) already done")
     index = {c.case_id: i for i, c in enumerate(cases)}
     # the machine's control group: a fixed workload timed at the start, between cases every
-    # interval_s and at the end, into the manifest (effbench.suite.canary); never raises
+    # interval_s and at the end, into the manifest (effbench.suite.canary); never raises.
+    # Under Ray it times the driver's machine, at the start and the end only
     canaries = run_canaries.CanaryLog(
         store, log=log, budget_s=min(run_canaries.BUDGET_S, preset.run.case_budget_s))
     canaries.run("start")
-    bar = tqdm(todo, desc=preset.run.name, unit="case", disable=not progress, leave=False)
-    for case in bar:
-        canaries.maybe_between()
+    bar = tqdm(total=len(todo), desc=preset.run.name, unit="case", disable=not progress,
+               leave=False)
+    if cluster is None:
+        outcomes = _local_outcomes(todo, preset, store, index, bar, canaries, profile=profile,
+                                   log=log, choice=choice, retry_noisy=retry_noisy,
+                                   observer=observer, device=device, dtype=dtype)
+    else:
+        outcomes = cluster.outcomes(todo, preset, store, index, profile=profile,
+                                    choice=choice, retry_noisy=retry_noisy)
+    for case, out in outcomes:
+        failed += out.failed
+        noisy += out.noisy
+        store.append(out.records)  # journaled as each case ends, whichever executor ran it
+        bar.update()
         bar.set_postfix_str(f"{case.level}:{case.technique}", refresh=True)
-        # where a level may write files of its own for this case (effbench.suite.artifacts)
-        ctx.memo[case_artifacts.KEY] = case_artifacts.CaseArtifacts(store.run_dir,
-                                                                    index[case.case_id])
-        seen, attempts = None, 0
-        try:
-            measured, seen, attempts = _timed(case, ctx, observe, retry_noisy, choice, log)
-            noisy += seen.noisy
-            if profile:
-                recs = _profiled(case, ctx, label, store, profile, index[case.case_id],
-                                 measured)
-            else:
-                recs = _records(case, label, store.run_id, measured)
-            recs += _interference_records(case, label, store.run_id, seen, attempts)
-        except Exception as e:  # noqa: BLE001 - every failure is recorded, the sweep goes on
-            failed += 1
-            if isinstance(e, torch.OutOfMemoryError):
-                torch.cuda.empty_cache()
-            where = traceback.extract_tb(e.__traceback__)[-1]
-            msg = f"{type(e).__name__}: {e} ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})"
-            recs = [_not_measured(case, label, store.run_id, "error", "failed", msg)]
-            log(f"case failed: {case.case_id}: {msg}")
-        store.append(_stamped(recs, choice, seen, attempts))
-    ctx.memo.pop(case_artifacts.KEY, None)
     bar.close()
     canaries.run("end")
     if noisy:
@@ -352,8 +469,28 @@ def run(
                       time.perf_counter() - t0)
 
 
+def _local_outcomes(
+    todo: list[Case], preset: Preset, store: RunStore, index: dict[str, int], bar: Any,
+    canaries: run_canaries.CanaryLog, *, profile: list[str] | None,
+    log: Callable[[str], None], choice: ThreadChoice, retry_noisy: int,
+    observer: Callable[[], Any] | None, device: torch.device, dtype: torch.dtype,
+) -> Iterator[tuple[Case, CaseOutcome]]:
+    """The local executor: each case in this process, in order, a canary between when due."""
+    ctx = RunContext(preset, device, dtype)
+    observe = observer or (lambda: make_observer(choice.threads, choice.usable_cores,
+                                                 str(device)))
+    label = describe(device)
+    for case in todo:
+        canaries.maybe_between()
+        bar.set_postfix_str(f"{case.level}:{case.technique}", refresh=True)
+        yield case, measure_case(case, ctx, store, index[case.case_id], label=label,
+                                 choice=choice, observe=observe, retry_noisy=retry_noisy,
+                                 profile=profile, log=log)
+
+
 def _profiled(
-    case: Case, ctx: RunContext, label: str, store: RunStore, names: list[str], index: int,
+    case: Case, ctx: RunContext, label: str, store: RunStore | CasePlace, names: list[str],
+    index: int,
     measured: list[Metric] | None = None,
 ) -> list[Record]:
     """Run a case timed with no profiler attached, then once more under the profilers.

@@ -276,6 +276,39 @@ def serving_summary(
     return summary
 
 
+def weighted_median(values: Sequence[float], weights: Sequence[float]) -> float:
+    """The smallest value whose cumulative weight reaches half the total (NaN when empty)."""
+    pairs = sorted((v, w) for v, w in zip(values, weights) if w > 0 and math.isfinite(v))
+    total = sum(w for _, w in pairs)
+    acc = 0.0
+    for v, w in pairs:
+        acc += w
+        if acc >= total / 2:
+            return v
+    return math.nan
+
+
+def client_itl(requests: Sequence[RequestTimeline]) -> dict[str, float]:
+    """The ITL median as two reference clients define it, from the same timelines.
+
+    * ``itl_vllm_median``: ``vllm bench serve`` appends the gap between consecutive streamed
+      chunks, pooled over requests, whatever the tokens per chunk: effbench's ICL.
+    * ``itl_guidellm_median``: GuideLLM takes, per request, ``(last token time - first token
+      time) / (output_tokens - 1)`` (effbench's TPOT) and weights each request by
+      ``output_tokens - 1`` in its distribution; here the weighted median.
+
+    effbench's own ITL spreads each gap over the tokens it brought (see ``itl``); with one
+    token per chunk it equals vLLM's. Finished requests only, as for every latency metric.
+    """
+    done = [r for r in requests if r.finished]
+    gaps = [v for r in done for v in icl(r)]
+    tp = [(tpot(r), r.output_tokens - 1) for r in done if r.output_tokens > 1]
+    return {
+        "itl_vllm_median": float(np.median(gaps)) if gaps else math.nan,
+        "itl_guidellm_median": weighted_median([v for v, _ in tp], [w for _, w in tp]),
+    }
+
+
 TIMELINES_FILE = "serving_timelines.parquet"
 """Name of the serving level's per-case timelines file in the case's artifacts folder."""
 TIMELINES_SCHEMA = "effbench.serving_timelines/1"

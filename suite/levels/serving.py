@@ -22,6 +22,10 @@ The engine runs dense attention, the full cache and autoregressive decoding, so 
 scheduler differs between cases. Every per-request and per-token value is kept as the metric's
 raw samples.
 
+With ``[serving] endpoint`` set, the case is an endpoint case (effbench.suite.cases) and
+effbench.suite.levels.serving_endpoint measures that server instead, with the same plan, the
+same timelines file and the same metrics (``metrics_of``).
+
 The timelines themselves (arrival, emissions, lengths; seconds since the run's start) are kept
 too, as ``serving_timelines.parquet`` in the case's artifacts folder when the runner gives one
 (``effbench.suite.artifacts``); every serving record names it, relative to the run folder, in
@@ -56,6 +60,7 @@ from effbench.suite.serving_metrics import (
     METRICS,
     TIMELINES_FILE,
     RequestTimeline,
+    client_itl,
     serving_summary,
     write_timelines,
 )
@@ -229,18 +234,27 @@ def keep_timelines(ctx: RunContext, case: Case, res: EngineResult,
     folder), or ``{}`` when no runner gave an artifacts folder (the level run on its own).
     ``lengths`` (the plan's specs and seeds, when any) go into the file's metadata as JSON.
     """
+    meta = {"lengths": json.dumps(lengths, sort_keys=True)} if lengths else {}
+    return store_timelines(ctx, case, timelines, [r.rid for r in res.requests], meta)
+
+
+def store_timelines(ctx: RunContext, case: Case, timelines: list[RequestTimeline],
+                    ids: Sequence[int], metadata: dict[str, str]) -> dict[str, str]:
+    """``keep_timelines`` for any source of timelines: request ``ids`` and extra metadata."""
     folder = artifacts.for_case(ctx)
     if folder is None:
         return {}
     path, rel = folder.path(TIMELINES_FILE)
-    meta = {"case_id": case.case_id}
-    if lengths:
-        meta["lengths"] = json.dumps(lengths, sort_keys=True)
-    write_timelines(path, timelines, ids=[r.rid for r in res.requests], metadata=meta)
+    write_timelines(path, timelines, ids=list(ids),
+                    metadata={"case_id": case.case_id, **metadata})
     return {"timelines": rel}
 
 
 def run(case: Case, ctx: RunContext) -> list[Metric]:
+    if case.endpoint:
+        from effbench.suite.levels import serving_endpoint
+
+        return serving_endpoint.run(case, ctx)
     s, seed = ctx.preset.serving, ctx.preset.run.seed
     spec = ArrivalSpec(kind=s.arrival, rate=s.rate, n=s.requests, cv=s.cv, seed=seed)
     times = spec.arrivals()
@@ -253,12 +267,25 @@ def run(case: Case, ctx: RunContext) -> list[Metric]:
     res = _engine(ctx, case).run(_requests(work, list(times)), realtime=True)
     timelines = timelines_of(res)
     kept: dict[str, Any] = {**keep_timelines(ctx, case, res, timelines, lengths), **lengths}
-    summ = serving_summary(timelines, dict(s.slo))
+    return metrics_of(timelines, dict(s.slo), kept)
+
+
+def metrics_of(timelines: Sequence[RequestTimeline], slo: dict[str, float],
+               kept: dict[str, Any]) -> list[Metric]:
+    """Every serving metric of one run's timelines; ``kept`` goes into every record's stats.
+
+    The ``itl`` record also carries the ITL median as vLLM's and GuideLLM's clients define it
+    (``serving_metrics.client_itl``), so a comparison with either reads off the same run.
+    """
+    summ = serving_summary(timelines, slo)
+    clients = client_itl(timelines)
     out: list[Metric] = []
     for name in LATENCY_METRICS:
         vals = [v for v in summ[name]["values"] if not math.isnan(v)]
         if vals:
             tails = {**{q: float(summ[name][q]) for q in ("p90", "p99")}, **kept}
+            if name == "itl":
+                tails.update(clients)
             out.append(
                 from_samples(name, vals, METRICS[name].unit, METRICS[name].direction, tails)
             )
