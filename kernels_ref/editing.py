@@ -53,7 +53,6 @@ import ast
 import builtins
 import copy
 import io
-import json
 import keyword
 import random
 import re
@@ -67,7 +66,7 @@ from pathlib import Path
 import torch
 
 from effbench.kernels_ref.corpus import Document
-from effbench.kernels_ref.evalset import _stable_cut, greedy_continuations
+from effbench.kernels_ref.evalset import _stable_cut, greedy_continuations, read_jsonl, write_jsonl
 from effbench.kernels_ref.model import LlamaModel
 from effbench.kernels_ref.tokenizer import Tokenizer
 
@@ -559,22 +558,13 @@ def build_editing_set(
 
 def write_editing_set(items: Sequence[dict], path: Path) -> None:
     """Write items as JSON lines (one object per line, stable key order)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for item in items:
-            f.write(json.dumps(item, ensure_ascii=False) + "\n")
+    write_jsonl(items, path)
 
 
 def load_editing_set(path: str | Path | None = None) -> list[dict]:
     """Read the editing set (the shipped ``kernels_ref/data/editing.jsonl`` by default)."""
     path = Path(path) if path is not None else DEFAULT_PATH
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"editing set not found: {path} (run `python -m effbench.kernels_ref.editing build`)"
-        )
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_jsonl(path, "editing set", "run `python -m effbench.kernels_ref.editing build`")
 
 
 # ----------------------------------------------------------------------------- measurement

@@ -93,21 +93,35 @@ def build_evalset(
     return [{"id": f"eval-{i:03d}", **item} for i, item in enumerate(items)]
 
 
-def write_evalset(items: Sequence[dict], path: Path) -> None:
-    """Write items as JSON lines (one object per line, stable key order)."""
+def write_jsonl(items: Sequence[dict], path: str | Path) -> None:
+    """Write items as JSON lines (UTF-8, one object per line, stable key order).
+
+    The format of every committed item set: eval, long eval and editing.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
         for item in items:
             f.write(json.dumps(item, ensure_ascii=False) + "\n")
 
 
+def read_jsonl(path: Path, what: str, remedy: str) -> list[dict]:
+    """Read a JSON-lines item set; a missing file names ``what`` and the ``remedy``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path} ({remedy})")
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_evalset(items: Sequence[dict], path: Path) -> None:
+    """Write the evaluation set as JSON lines."""
+    write_jsonl(items, path)
+
+
 def load_evalset(path: str | Path | None = None) -> list[dict]:
     """Read the evaluation set (the shipped ``kernels_ref/data/eval.jsonl`` by default)."""
     path = Path(path) if path is not None else DEFAULT_PATH
-    if not path.is_file():
-        raise FileNotFoundError(f"evaluation set not found: {path} (run `effbench train-tiny`)")
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_jsonl(path, "evaluation set", "run `effbench train-tiny`")
 
 
 # ----------------------------------------------------------------------------- quality figures

@@ -13,7 +13,6 @@ source of haystack text for the retrieval tasks (:func:`haystack_stream`), for t
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 
 from effbench.kernels_ref.corpus import Document
+from effbench.kernels_ref.evalset import read_jsonl, write_jsonl
 from effbench.kernels_ref.tokenizer import Tokenizer
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "long_eval.jsonl"
@@ -82,21 +82,13 @@ def build_long_evalset(
 
 def write_long_evalset(items: Sequence[dict], path: Path = DEFAULT_PATH) -> None:
     """Write items as JSON lines (UTF-8, one item per line)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for item in items:
-            f.write(json.dumps(item, ensure_ascii=False) + "\n")
+    write_jsonl(items, path)
 
 
 def load_long_evalset(path: str | Path | None = None) -> list[dict]:
     """Read the long evaluation set (by default the shipped ``data/long_eval.jsonl``)."""
     path = Path(path) if path is not None else DEFAULT_PATH
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"long evaluation set not found: {path} (run `effbench train-tiny`)"
-        )
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_jsonl(path, "long evaluation set", "run `effbench train-tiny`")
 
 
 def items_at(
