@@ -127,6 +127,21 @@ def _optimizer(model: LlamaModel, lr: float, weight_decay: float) -> torch.optim
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
 
 
+def optimizer_step(
+    opt: torch.optim.Optimizer, model: torch.nn.Module, loss: torch.Tensor, lr: float,
+    grad_clip: float,
+) -> None:  # fmt: skip
+    """One update of every tiny-model recipe: set the learning rate, backpropagate ``loss``,
+    clip the gradient norm at ``grad_clip``, step.
+    """
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+
+
 def train_model(
     cfg: LlamaConfig,
     stream: torch.Tensor,
@@ -149,16 +164,11 @@ def train_model(
     t0 = time.perf_counter()
     for step in range(steps):
         lr = lr_at(step, steps, peak_lr, recipe.warmup_steps, recipe.min_lr_ratio)
-        for group in opt.param_groups:
-            group["lr"] = lr
         inputs, targets = sample_batch(stream, recipe.batch_size, recipe.seq_len, bos_id, gen)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16_autocast):
             logits = model(inputs)
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-        opt.step()
+        optimizer_step(opt, model, loss, lr, recipe.grad_clip)
         losses.append(loss.item())
         if step % 50 == 0 or step == steps - 1:
             elapsed = time.perf_counter() - t0

@@ -24,7 +24,14 @@ import torch.nn.functional as F
 from effbench.kernels_ref import corpus, evalset
 from effbench.kernels_ref.checkpoint import load_checkpoint, save_checkpoint
 from effbench.kernels_ref.model import LlamaConfig, LlamaModel
-from effbench.kernels_ref.train import Log, _optimizer, lr_at, sample_batch, token_stream
+from effbench.kernels_ref.train import (
+    Log,
+    _optimizer,
+    lr_at,
+    optimizer_step,
+    sample_batch,
+    token_stream,
+)
 
 
 @dataclass(frozen=True)
@@ -84,8 +91,6 @@ def distill_draft(
     t0 = time.perf_counter()
     for step in range(recipe.steps):
         lr = lr_at(step, recipe.steps, recipe.lr, recipe.warmup_steps, recipe.min_lr_ratio)
-        for group in opt.param_groups:
-            group["lr"] = lr
         inputs, _ = sample_batch(stream, recipe.batch_size, recipe.seq_len, bos_id, gen)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             teacher = F.log_softmax(target(inputs).float(), dim=-1)
@@ -94,10 +99,7 @@ def distill_draft(
         student = F.log_softmax(logits.float(), dim=-1)
         loss = F.kl_div(student.flatten(0, 1), teacher.flatten(0, 1), log_target=True,
                         reduction="batchmean")  # fmt: skip
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(draft.parameters(), recipe.grad_clip)
-        opt.step()
+        optimizer_step(opt, draft, loss, lr, recipe.grad_clip)
         losses.append(loss.item())
         if step % 50 == 0 or step == recipe.steps - 1:
             log(f"[{name}] step {step + 1}/{recipe.steps} kl {loss.item():.3f} lr {lr:.2e} "

@@ -43,7 +43,7 @@ from effbench.kernels_ref import corpus, evalset, long_evalset, long_figures
 from effbench.kernels_ref.checkpoint import load_checkpoint, save_checkpoint
 from effbench.kernels_ref.model import LlamaModel
 from effbench.kernels_ref.retrieval import TASKS, Haystack, RetrievalSpec, make_item
-from effbench.kernels_ref.train import Log, _optimizer, lr_at, token_stream
+from effbench.kernels_ref.train import Log, _optimizer, lr_at, optimizer_step, token_stream
 
 
 @dataclass(frozen=True)
@@ -139,8 +139,6 @@ def continue_long(
     for seq_len, batch, steps in recipe.phases:
         for _ in range(steps):
             lr = lr_at(step, recipe.steps, recipe.lr, recipe.warmup_steps, recipe.min_lr_ratio)
-            for group in opt.param_groups:
-                group["lr"] = lr
             rows = [_training_row(stream, hay, seq_len, rng, recipe, gen) for _ in range(batch)]
             inputs, targets, answer = (torch.stack(t) for t in zip(*rows))
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -151,10 +149,7 @@ def continue_long(
             mask = answer.flatten()
             ans = per_tok[mask].mean() if mask.any() else per_tok.new_zeros(())
             loss = lm + recipe.answer_loss_weight * ans
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            opt.step()
+            optimizer_step(opt, model, loss, lr, recipe.grad_clip)
             lm_hist.append(lm.item())
             if mask.any():
                 ans_hist.append(ans.item())
