@@ -124,18 +124,19 @@ def load_model(name: str, device: torch.device, dtype: torch.dtype, seed: int):
     return model.eval(), tok
 
 
-def check_workload(preset: Preset) -> None:
-    """Fail fast (ValueError, one line) when the engine workload outruns the model's positions."""
-    wl = parse_workload(preset.engine.workload)
-    name = preset.run.model
-    if name in KNOWN_CONFIGS:
-        cfg = config_from_dict({"model_type": "llama", **KNOWN_CONFIGS[name]})
-    else:
-        cfg = config_from_dict(read_config(resolve_model(name)))
-    check_fits(wl, cfg.max_position_embeddings, preset.engine.max_new_tokens, name)
-    if wl.kind == "retrieval":  # do the needles and the query fit in the requested length?
-        tok = load_checkpoint(resolve_model(name if name not in KNOWN_CONFIGS else "tiny"))[1]
-        workload_items(wl, tok, 1)
+def check_workload(ctx: RunContext) -> None:
+    """Fail fast (ValueError, one line) when the engine workload outruns the model's positions,
+    or a retrieval item cannot fit its length. Reads the model's config and tokenizer only,
+    never its weights.
+    """
+    name, e = ctx.preset.run.model, ctx.preset.engine
+    check_fits(ctx.workload, ctx.model_config.max_position_embeddings, e.max_new_tokens, name)
+    if ctx.workload.kind == "retrieval":
+        # the target's tokenizer, or the embedded one it borrows (as RunContext.tokenizer)
+        path = resolve_model("tiny-target" if name in KNOWN_CONFIGS else name)
+        if not (path / "tokenizer.json").is_file():
+            path = resolve_model("tiny-target")
+        workload_items(ctx.workload, Tokenizer.from_dir(path), 1)
 
 
 def check_model(name: str) -> None:

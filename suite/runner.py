@@ -383,14 +383,15 @@ def run(
                 check_model(preset.run.draft)
         except ValueError as e:
             raise ConfigError(str(e), "--model") from None
+        shapes = RunContext(preset, device, dtype)  # reads configs and tokenizers, no weights
         if any(c.level == "engine" for c in cases):
             try:
-                check_workload(preset)
+                check_workload(shapes)
             except ValueError as e:
                 raise ConfigError(str(e), f"{preset.path}: [engine] workload") from None
         if any(c.level == "serving" and not c.endpoint for c in cases):  # prompt + output
             serving_level.check_lengths(  # within the positions
-                preset, RunContext(preset, device, dtype).model_config.max_position_embeddings)
+                preset, shapes.model_config.max_position_embeddings)
         if any(c.endpoint for c in cases):  # the server answers and takes the request fields
             from effbench.suite.levels.serving_endpoint import preflight
 

@@ -84,3 +84,20 @@ def test_items_of_each_workload() -> None:
     assert workload_items(parse_workload("retrieval:signature:300"), tok, 4) == ret
     ed = workload_items(parse_workload("editing"), tok, 2)
     assert len(ed) == 2 and all(p[0] == tok.bos_id and c for p, c in ed)
+
+
+@pytest.mark.parametrize(
+    ("workload", "why"),
+    [
+        ("long-eval:2048", r"needs 2048 positions .* model 'tiny' was trained for 1024"),
+        ("retrieval:needle:20", r"more than the requested length 20; use length >= \d+"),
+    ],
+)
+def test_runner_refuses_a_workload_that_does_not_fit_before_any_work(tmp_path, workload, why):
+    from effbench.suite import runner
+
+    preset = parse(PRESET.format(wl=workload), "p.toml")
+    with pytest.raises(ConfigError, match=r"p.toml: \[engine\] workload: .*" + why):
+        runner.run(preset, results=str(tmp_path), progress=False, log=lambda _: None)
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not any(runs.iterdir())  # refused before a run folder was made
