@@ -73,19 +73,24 @@ def retrieval_grid(
     tasks: Sequence[str] = ("needle",), items: int = 8, window: int | None = None, seed: int = 0,
     **spec_kw: int,
 ) -> list[dict]:  # fmt: skip
-    """Exact-match accuracy and mean token accuracy per (task, length, depth) cell."""
+    """Exact-match accuracy and mean token accuracy per (task, length, depth) cell.
+
+    A row's ``task`` names the distractors too (``needle+3 distractors``) when there are any.
+    """
     out = []
     for task in tasks:
         kw = dict(spec_kw)
         if task == "multi-needle":
             kw.setdefault("needles", 3)
+        n_decoys = kw.get("distractors", 0)
+        label = f"{task}+{n_decoys} distractors" if n_decoys else task
         for length in lengths:
             for depth in depths:
                 spec = RetrievalSpec(task=task, length=length, depth=depth, items=items,
                                      seed=seed, **kw)  # fmt: skip
                 scores = [score_item(model, it, window) for it in make_items(spec, hay)]
                 out.append({
-                    "task": task, "length": length, "depth": depth,
+                    "task": label, "length": length, "depth": depth,
                     "exact": sum(s["exact"] for s in scores) / len(scores),
                     "token_accuracy": round(
                         sum(s["token_accuracy"] for s in scores) / len(scores), 4
@@ -162,8 +167,6 @@ def evaluate_long(
         rows += retrieval_grid(model, hay, mid, tasks=("multi-needle", "signature"),
                                items=grid_items, window=w)  # fmt: skip
         rows += retrieval_grid(model, hay, mid, items=grid_items, window=w, distractors=3)
-        for r in rows[-len(DEPTHS) :]:
-            r["task"] = "needle+3 distractors"
         out["retrieval"] += [{"mode": m, **r} for r in rows]
         log(f"[long eval] retrieval ({m}): mean exact "
             f"{sum(r['exact'] for r in rows) / max(1, len(rows)):.3f}")  # fmt: skip

@@ -129,3 +129,14 @@ def test_long_perplexity_and_table(items, tok) -> None:
     table = retrieval_table(rows)
     assert table[2] == "| needle | 512 | full | 1.00 | 0.50 | 0.75 |"
     assert table[3] == "| needle | 512 | window256 | 0.00 |  | 0.00 |"
+
+
+def test_grid_rows_name_their_distractors(hay) -> None:
+    from effbench.kernels_ref.long_figures import retrieval_grid
+
+    model = LlamaModel(LlamaConfig(num_hidden_layers=1, max_position_embeddings=256))
+    rows = retrieval_grid(model, hay, [128], depths=[0.0, 1.0], items=1, distractors=2)
+    assert [(r["task"], r["depth"]) for r in rows] == [("needle+2 distractors", 0.0),
+                                                       ("needle+2 distractors", 1.0)]
+    plain = retrieval_grid(model, hay, [128], depths=[0.5], items=1)
+    assert plain[0]["task"] == "needle"
