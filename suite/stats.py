@@ -220,3 +220,15 @@ def bootstrap_ratio_ci(
     return RatioCI(
         point, float(ci.low), float(ci.high), confidence, n_boot, int(xa.size), int(xb.size)
     )
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (95% at the default ``z``); NaNs for
+    ``n == 0``. Used by the benchmarks that count gate verdicts (false alarms, detections).
+    """
+    if n == 0:
+        return math.nan, math.nan
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

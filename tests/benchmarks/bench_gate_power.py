@@ -55,6 +55,7 @@ except ModuleNotFoundError:  # a checkout without ``pip install -e .``
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from effbench.kernels_ref.attention import DenseAttention
 from effbench.suite.gate import Thresholds, compare  # noqa: E402
+from effbench.suite.stats import wilson_interval  # noqa: E402
 from effbench.suite.timing import (  # noqa: E402
     DEFAULT_MIN_SAMPLE_S,
     CpuTimer,
@@ -154,16 +155,6 @@ def trial(base: Callable[[], Any], cand: Callable[[], Any], budget: float, swap:
             "pb5": mean_change > 5, "ratio": row["ratio"], "n": len(b) + len(c)}
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson interval of a proportion k/n."""
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=50, help="trials per condition (default 50)")
@@ -205,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for col in ("gate", "pb10", "pb5"):
             k = int(d[col].sum())
-            lo, hi = wilson(k, n)
+            lo, hi = wilson_interval(k, n)
             cells.append(f"{k}/{n} = {k / n:5.1%} [{lo:.0%}, {hi:.0%}]")
         q = d["ratio"].quantile([0.05, 0.5, 0.95]).to_numpy()
         lines.append((mode, name, *cells, f"{q[1]:.3f} ({q[0]:.3f}..{q[2]:.3f})"))

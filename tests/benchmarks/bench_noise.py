@@ -53,6 +53,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from effbench.suite.stats import wilson_interval
+
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "effbench.suite.cli"]
 RUN_TIMEOUT_S = 900
@@ -221,20 +223,10 @@ def ab_trial(i: int, level: str, rounds: int, start_after_s: float,
             "seconds": round(took, 1), **got}
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson interval of a proportion k/n."""
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def rate(k: int, n: int) -> str:
     if n == 0:
         return "-"
-    lo, hi = wilson(k, n)
+    lo, hi = wilson_interval(k, n)
     return f"{k}/{n} = {k / n:.0%} [{lo:.0%}, {hi:.0%}]"
 
 
