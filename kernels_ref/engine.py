@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from effbench.kernels_ref.compiled import CompiledStep, check_mode
 from effbench.kernels_ref.model import LlamaModel
 from effbench.kernels_ref.protocols import (
     AttentionBackend,
@@ -135,6 +136,13 @@ def run_forward(
     return ForwardOut(per_feed(logits), per_feed(states) if states is not None else None)
 
 
+def _select_rows(logits: torch.Tensor, which: str | None) -> torch.Tensor | None:
+    """A feed's logits rows as it asked: all of them, the last one, or none."""
+    if which == "all":
+        return logits
+    return logits[-1:] if which == "last" else None
+
+
 @dataclass
 class StepContext:
     """What a decoder may use during a step (``EngineOps``): the models, a clock, a sampler."""
@@ -146,6 +154,8 @@ class StepContext:
     temperature: float = 0.0
     generator: torch.Generator | None = None
     draft: LlamaModel | None = None
+    compiled: CompiledStep | None = None
+    """The compiled decode/verify step (None: eager, ``compile = "off"``)."""
 
     def now(self) -> int:
         """A timestamp taken after the device has finished the work queued so far."""
@@ -156,8 +166,15 @@ class StepContext:
     def forward(self, feeds: Sequence[Feed], *, hidden: bool = False, layers: int | None = None,
                 model: LlamaModel | None = None,
                 attention: AttentionBackend | None = None) -> ForwardOut:
-        return run_forward(model or self.model, attention or self.attention, feeds,
-                           hidden=hidden, layers=layers)
+        model = model or self.model
+        attention = attention or self.attention
+        if self.compiled is not None:
+            reason = self.compiled.ineligible(attention, feeds, hidden, layers)
+            if reason is None:
+                rows = self.compiled.forward(model, feeds, attention)
+                return ForwardOut([_select_rows(lg, f.logits) for lg, f in zip(rows, feeds)])
+            self.compiled.eager_steps[reason] += 1
+        return run_forward(model, attention, feeds, hidden=hidden, layers=layers)
 
     def new_cache(self, model: LlamaModel | None = None,
                   factory: KVCacheFactory | None = None) -> KVCache:
@@ -185,6 +202,8 @@ class EngineResult:
     end_ns: int
     decoder_stats: dict[str, Any]
     preemptions: int = 0
+    compile_stats: dict[str, Any] | None = None
+    """What ran compiled and what not, and why (None: eager run)."""
 
     @property
     def wall_s(self) -> float:
@@ -210,7 +229,9 @@ class Engine:
         draft: LlamaModel | None = None,
         temperature: float = 0.0,
         seed: int = 0,
+        compile: str = "off",
     ) -> None:
+        check_mode(compile, model.device)
         self.config = config or EngineConfig()
         self.scheduler = scheduler
         self.decoder = decoder
@@ -223,6 +244,7 @@ class Engine:
             temperature=temperature,
             generator=gen,
             draft=draft,
+            compiled=None if compile == "off" else CompiledStep(compile, model.device.type),
         )
         self.decoder.prepare(self.ctx)
         self.waiting: list[Request] = []
@@ -359,7 +381,10 @@ class Engine:
                 elif i < total:
                     time.sleep(max(0.0, (pending[i].arrival_ns - now) / 1e9))
             t1 = self.ctx.now()
+        if self.ctx.compiled is not None:
+            self.ctx.compiled.release()  # its scratch slots go back to the pools
         done = sorted(self.finished, key=lambda r: r.rid)
         self.finished = []
+        compiled = self.ctx.compiled
         return EngineResult(done, list(self.steps), t0, t1, self.decoder.stats(),
-                            self.preemptions)
+                            self.preemptions, compiled.stats() if compiled else None)

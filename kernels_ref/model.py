@@ -264,7 +264,7 @@ class LlamaModel(nn.Module):
         # islice, not self.layers[:n]: slicing a ModuleList builds a new module every call
         for li, layer in enumerate(itertools.islice(self.layers, n_layers)):
             attn = layer.self_attn
-            wqkv, wgu = _fused_weights(layer)
+            wqkv, wgu = fused_weights(layer)
             qkv = F.linear(layer.input_layernorm(x), wqkv)
             hd = attn.head_dim
             q, k, v = qkv.split([attn.heads * hd, attn.kv_heads * hd, attn.kv_heads * hd], -1)
@@ -322,7 +322,7 @@ class LlamaModel(nn.Module):
         return o.squeeze(2).flatten(-2)
 
 
-def _fused_weights(layer: DecoderLayer) -> tuple[torch.Tensor, torch.Tensor]:
+def fused_weights(layer: DecoderLayer) -> tuple[torch.Tensor, torch.Tensor]:
     """Q/K/V and gate/up weights packed into one matrix each, for the inference path.
 
     One matmul instead of three (and two) per layer matters at small batch, where per-call

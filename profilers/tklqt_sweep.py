@@ -42,10 +42,10 @@ class SweepResult:
     traces: tuple[str, ...]
 
 
-def _engine(model: LlamaModel, batch: int) -> Engine:
+def _engine(model: LlamaModel, batch: int, compile: str = "off") -> Engine:
     return Engine(model, attention=DenseAttention(), cache_factory=PooledKVCacheFactory(),
                   scheduler=ContinuousBatching(), decoder=Autoregressive(),
-                  config=EngineConfig(max_batch=batch, max_tokens=1 << 20))
+                  config=EngineConfig(max_batch=batch, max_tokens=1 << 20), compile=compile)
 
 
 def _requests(batch: int, prompt_len: int, new_tokens: int, vocab: int, seed: int) -> list:
@@ -56,12 +56,16 @@ def _requests(batch: int, prompt_len: int, new_tokens: int, vocab: int, seed: in
 
 def profile_batch(
     model: LlamaModel, batch: int, prompt_len: int, new_tokens: int, trace_path: Path,
-    seed: int = 0,
+    seed: int = 0, compile: str = "off",
 ) -> tuple[EngineResult, Path]:
-    """One profiled generation at ``batch``; returns the engine result and the gzipped trace."""
+    """One profiled generation at ``batch``; returns the engine result and the gzipped trace.
+
+    The warm-up generates at the same prompt length, so a compiled decode step (``compile``,
+    effbench.kernels_ref.compiled) is compiled, and its CUDA graph captured, before the trace.
+    """
     vocab = model.config.vocab_size
-    _engine(model, batch).run(_requests(batch, prompt_len, 2, vocab, seed))  # warm-up
-    engine = _engine(model, batch)
+    _engine(model, batch, compile).run(_requests(batch, prompt_len, 2, vocab, seed))  # warm-up
+    engine = _engine(model, batch, compile)
     engine.step_context = lambda i, _: torch.profiler.record_function(f"ProfilerStep#{i}")
     activities = [torch.profiler.ProfilerActivity.CPU]
     if torch.cuda.is_available() and model.device.type == "cuda":
@@ -96,13 +100,19 @@ def sweep(
     artifact_dir: Path,
     prompt_len: int = 64,
     new_tokens: int = 16,
+    compile: str = "off",
 ) -> SweepResult:
-    """Profile each batch size and find the decode phase's CPU/GPU-bound transition."""
+    """Profile each batch size and find the decode phase's CPU/GPU-bound transition.
+
+    ``compile`` runs the decode step compiled (``reduce-overhead``: as CUDA graphs, whose one
+    launch per step replaces a launch per kernel: the SKIP paper's fusion claim).
+    """
     artifact_dir.mkdir(parents=True, exist_ok=True)
     rows, traces = [], []
     for b in batch_sizes:
-        path = artifact_dir / f"tklqt_b{b}_p{prompt_len}.json.gz"
-        res, path = profile_batch(model, b, prompt_len, new_tokens, path)
+        tag = "" if compile == "off" else f"_{compile}"
+        path = artifact_dir / f"tklqt_b{b}_p{prompt_len}{tag}.json.gz"
+        res, path = profile_batch(model, b, prompt_len, new_tokens, path, compile=compile)
         traces.append(str(path))
         table = kernel_table(load_trace(path))
         if not (table["kind"] == "kernel").any():

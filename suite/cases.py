@@ -54,7 +54,10 @@ def workload_names(preset: Preset, level: str, family: str) -> list[str]:
         return workloads(preset) if workloads is not None else []
     if level == "engine":
         e = preset.engine
-        return [parse_workload(e.workload).label(e.prompts, e.batch, e.max_new_tokens)]
+        label = parse_workload(e.workload).label(e.prompts, e.batch, e.max_new_tokens)
+        # a compiled run is named (eager keeps its name, case ids and baselines): its speed
+        # is another machine's, never to be gated against eager records
+        return [label if e.compile == "off" else f"{label}-compile-{e.compile}"]
     s = preset.serving
     # length distributions ([serving] prompt_len/output_len) are named only when set, so a
     # preset without them keeps its workload name (and its case ids, baselines, resumes)

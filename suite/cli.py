@@ -63,6 +63,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         case_budget_s=args.budget,
     )
     preset = presets.with_endpoint(preset, args.endpoint, args.endpoint_name)
+    preset = presets.with_compile(preset, args.compile)
     try:
         out = runner.run(
             preset,
@@ -137,6 +138,7 @@ def _cmd_dash(args: argparse.Namespace) -> int:
 def _cmd_profile_tklqt(args: argparse.Namespace) -> int:
     import json
 
+    from effbench.kernels_ref.compiled import check_mode
     from effbench.profilers.tklqt_sweep import sweep
     from effbench.suite.context import check_model, load_model
     from effbench.suite.devices import describe, resolve_device, resolve_dtype
@@ -155,12 +157,19 @@ def _cmd_profile_tklqt(args: argparse.Namespace) -> int:
         check_model(args.model)
     except ValueError as e:
         raise ConfigError(str(e), "--model") from None
+    try:
+        check_mode(args.compile, device)
+    except ValueError as e:
+        raise ConfigError(str(e), "--compile") from None
     model, _ = load_model(args.model, device, resolve_dtype("auto", device), 0)
-    out = sweep(model, sorted(set(sizes)), Path(args.out), args.prompt_len, args.new_tokens)
+    out = sweep(model, sorted(set(sizes)), Path(args.out), args.prompt_len, args.new_tokens,
+                compile=args.compile)
+    tag = "" if args.compile == "off" else f"-compile-{args.compile}"
     store = store_sweep(
         args.results, out.table.to_dict("records"), out.unavailable,
-        f"tklqt-p{args.prompt_len}-n{args.new_tokens}", describe(device),
-        {"command": "profile tklqt", "model": args.model, "batch_sizes": sizes},
+        f"tklqt-p{args.prompt_len}-n{args.new_tokens}{tag}", describe(device),
+        {"command": "profile tklqt", "model": args.model, "batch_sizes": sizes,
+         "compile": args.compile},
     )
     if args.json:
         print(json.dumps({
@@ -301,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint-name", metavar="NAME", help="the technique label of the "
                    "endpoint's records: the server and its configuration (default: the "
                    "preset's [serving] endpoint_name)")
+    p.add_argument("--compile", metavar="MODE", help="engine level: run the decode and verify "
+                   "steps compiled: off, default (torch.compile) or reduce-overhead (CUDA graphs, "
+                   "CUDA only); overrides [engine] compile (docs/ENGINE.md)")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local: every case in this process (default); ray: one Ray task per "
                    "case (pip install 'effbench[ray]'; docs/SCALE.md)")
@@ -347,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument("--out", default="results/profiles/tklqt", help="folder for the traces")
     p.add_argument("--results", default="results", help="store the sweep as a run here")
+    p.add_argument("--compile", default="off", metavar="MODE",
+                   help="decode step: off, default (torch.compile) or reduce-overhead (CUDA "
+                   "graphs, CUDA only); the TKLQT of graph replays against eager launches")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_profile_tklqt)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from effbench.kernels_ref.compiled import COMPILE_MODES
 from effbench.suite import registry
 from effbench.suite.engine_workloads import parse_workload
 from effbench.suite.errors import ConfigError
@@ -84,6 +85,7 @@ class EngineSettings:
     max_repeats: int = 10
     kv_memory_cap: int = 0
     workload: str = "eval"  # eval, long-eval:N, retrieval:..., editing (engine_workloads)
+    compile: str = "off"  # off, default, reduce-overhead (effbench.kernels_ref.compiled)
 
 
 @dataclass(frozen=True)
@@ -211,13 +213,30 @@ def _kernel_settings(got: Mapping[str, Any], loc: Locator) -> KernelSettings:
 
 def _engine_settings(got: Mapping[str, Any], loc: Locator) -> EngineSettings:
     lows = {k: 0 if k == "kv_memory_cap" else 1 for k in EngineSettings.__dataclass_fields__
-            if k != "workload"}
+            if k not in ("workload", "compile")}
     es = _fill(EngineSettings, got, "engine", loc, lows)
     try:
         parse_workload(es.workload)
     except ValueError as e:
         raise ConfigError(str(e), loc.at("engine", "workload")) from None
+    _check_compile(es.compile, loc.at("engine", "compile"))
     return es
+
+
+def _check_compile(mode: str, where: str) -> None:
+    """``[engine] compile`` / ``--compile``: one of the compile modes (the device is checked
+    when the run starts: ``reduce-overhead`` needs CUDA).
+    """
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"compile mode {mode!r} is not one of {list(COMPILE_MODES)}", where)
+
+
+def with_compile(preset: Preset, mode: str | None) -> Preset:
+    """The preset with ``[engine] compile`` replaced (``--compile``; None keeps the preset's)."""
+    if mode is None:
+        return preset
+    _check_compile(mode, "--compile")
+    return replace(preset, engine=replace(preset.engine, compile=mode))
 
 
 def _serving_settings(got: Mapping[str, Any], loc: Locator) -> ServingSettings:

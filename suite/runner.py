@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
+from effbench.kernels_ref.compiled import check_mode
 from effbench.profilers.interference import Observation, make_observer
 from effbench.suite import artifacts as case_artifacts
 from effbench.suite import canary as run_canaries
@@ -389,6 +390,10 @@ def run(
                 check_workload(shapes)
             except ValueError as e:
                 raise ConfigError(str(e), f"{preset.path}: [engine] workload") from None
+            try:
+                check_mode(preset.engine.compile, device)
+            except ValueError as e:
+                raise ConfigError(str(e), f"{preset.path}: [engine] compile") from None
         if any(c.level == "serving" and not c.endpoint for c in cases):  # prompt + output
             serving_level.check_lengths(  # within the positions
                 preset, shapes.model_config.max_position_embeddings)

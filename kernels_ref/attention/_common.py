@@ -256,6 +256,18 @@ class AttentionBase:
     call's metadata into an explicit mask when it needs one (a predicate, or bidirectional).
     """
 
+    graph_params: tuple | None = None
+    """Capability of the compiled decode step (effbench.kernels_ref.compiled): None when the
+    backend cannot run inside its graph; else the values its :meth:`graph_mask` depends on
+    (part of the graph's compile key)."""
+
+    def graph_mask(self, keys: torch.Tensor, pos: torch.Tensor) -> torch.Tensor | None:
+        """Which keys each query may see besides causality, as tensor code the compiled step
+        traces: ``keys`` ``(kv_len,)`` key positions, ``pos`` ``(B, T)`` query positions, a
+        result broadcastable to ``(B, T, kv_len)``; None: every earlier key (dense).
+        """
+        return None
+
     def decode_padded(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: Sequence[int],
         meta: AttentionMeta | None = None,

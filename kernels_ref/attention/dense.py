@@ -29,6 +29,8 @@ class DenseAttention(AttentionBase):
     Metadata with a mask predicate or bidirectional attention gets an explicit mask.
     """
 
+    graph_params = ()  # runs in the compiled decode step, plain causal
+
     def __init__(self) -> None:
         self._masks = MaskCache(causal_mask)
 

@@ -41,8 +41,16 @@ class SlidingWindowAttention(AttentionBase):
             raise ValueError(f"sinks must be >= 0, got {sinks}")
         self.window = window
         self.sinks = sinks
+        self.graph_params = (window, sinks)
         self._dense = DenseAttention()
         self._masks = MaskCache(self._build_mask)
+
+    def graph_mask(self, keys: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Sinks and the last ``window`` positions, as a mask: in the compiled step the
+        window is masked over the whole key bucket rather than gathered.
+        """
+        keys = keys[None, None, :]
+        return (keys < self.sinks) | (keys > pos[:, :, None] - self.window)
 
     def _build_mask(self, q_len: int, kv_len: int, device: torch.device) -> torch.Tensor:
         return window_mask(q_len, kv_len, self.window, self.sinks, device)

@@ -18,7 +18,7 @@ import torch
 
 from effbench.kernels_ref.attention.dense import DenseAttention
 from effbench.kernels_ref.decoding._common import DecoderBase, prefill_feeds
-from effbench.kernels_ref.kvcache._common import FullKVCacheFactory
+from effbench.kernels_ref.kvcache.full_cache import PooledKVCacheFactory
 from effbench.kernels_ref.protocols import EngineOps, Feed, KVCache, KVCacheFactory
 from effbench.kernels_ref.requests import Request, StepBatch
 
@@ -28,7 +28,7 @@ class Speculative(DecoderBase):
     """Draft-then-verify with ``k`` draft tokens per step and the lossless acceptance rule."""
 
     k: int = 4
-    draft_cache_factory: KVCacheFactory = field(default_factory=FullKVCacheFactory)
+    draft_cache_factory: KVCacheFactory = field(default_factory=PooledKVCacheFactory)
     proposed: int = 0
     accepted: int = 0
     verify_steps: int = 0

@@ -21,6 +21,7 @@ effbench.suite.engine_workloads).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from effbench.kernels_ref.engine import (
 )
 from effbench.kernels_ref.requests import Request
 from effbench.kernels_ref.scheduling import ContinuousBatching
+from effbench.suite import artifacts as case_artifacts
 from effbench.suite import registry
 from effbench.suite.cases import Case
 from effbench.suite.context import RunContext
@@ -181,18 +183,29 @@ def generate(
         decoder=comp.decoder(),
         config=EngineConfig(max_batch=max_batch, max_tokens=max(4096, sum(map(len, prompts)))),
         draft=ctx.draft if "draft-model" in registry.get(comp.decoder_name).requires else None,
+        compile=e.compile,
     )
     reqs = [Request(i, p, e.max_new_tokens) for i, p in enumerate(prompts)]
     energy = ctx.memo.get("energy")
     if energy is None or window is None:
-        return engine.run(reqs)
+        return _noted(ctx, engine.run(reqs))
     phases = PhaseWindows(energy)
     engine.step_context = phases
     with energy.window(window):
         try:
-            return engine.run(reqs)
+            return _noted(ctx, engine.run(reqs))
         finally:
             phases.close()
+
+
+_COMPILES = "engine-compile-stats"
+
+
+def _noted(ctx: RunContext, res: EngineResult) -> EngineResult:
+    """Keep a compiled run's counters for the case (compilations happen in the warm-up)."""
+    if res.compile_stats:
+        ctx.memo.setdefault(_COMPILES, []).append(res.compile_stats)
+    return res
 
 
 def _phase_times(res: EngineResult) -> tuple[float, float, int]:
@@ -278,6 +291,7 @@ def speed(ctx: RunContext, case: Case, comp: Components) -> tuple[list[Metric], 
     sample ``i`` of each belongs to round ``i``.
     """
     e, run = ctx.preset.engine, ctx.preset.run
+    ctx.memo.pop(_COMPILES, None)  # this case's compilations only
     is_base = registry.get(case.technique).baseline
     base = None if is_base else components(case.family, None, None)
     generate(ctx, comp, e.batch)  # warm-up, untimed
@@ -312,7 +326,7 @@ def speed(ctx: RunContext, case: Case, comp: Components) -> tuple[list[Metric], 
         ):
             break
     res = last["tech"]
-    rounds = {"rounds": float(len(e2e))}
+    rounds = {"rounds": float(len(e2e)), **compile_stats(ctx, list(last.values()))}
     done = {**rounds, "converged": float(converged(driver, run.target_rel_ci)),
             "target_rel_ci": float(run.target_rel_ci)}
     metrics = [
@@ -325,6 +339,29 @@ def speed(ctx: RunContext, case: Case, comp: Components) -> tuple[list[Metric], 
     if ctx.memo.get("energy") is not None:
         metrics += energy_metrics(ctx.memo["energy"].windows, tokens)
     return metrics, {"result": res, "baseline": last.get("base")}
+
+
+def compile_stats(ctx: RunContext, results: list[EngineResult]) -> dict[str, float]:
+    """The compiled mode's counters as numeric stats of the speed metrics (empty when eager):
+    compilations and their seconds over the case's runs (warm-up included), and the last
+    timed run's forwards that ran compiled and eager. The eager forwards' reasons (a cache
+    without a static slot, prefill, ...) go to the case's ``compile.json`` artifact.
+    """
+    stats = [r.compile_stats for r in results if r.compile_stats]
+    if not stats:
+        return {}
+    last = stats[0]  # the technique's (results list it before the baseline's)
+    out = {
+        "compilations": float(sum(s["compilations"] for s in ctx.memo.get(_COMPILES, []))),
+        "compile_seconds": float(sum(s["compile_seconds"] for s in ctx.memo.get(_COMPILES, []))),
+        "compiled_forwards": float(last["compiled_forwards"]),
+        "eager_forwards": float(sum(last["eager_forwards"].values())),
+    }
+    where = case_artifacts.for_case(ctx)
+    if where is not None:
+        path, _ = where.path("compile.json")
+        path.write_text(json.dumps({"stats": out, "last_run": last}, indent=2) + "\n")
+    return out
 
 
 def energy_metrics(windows: list, tokens: dict[str, int]) -> list[Metric]:
