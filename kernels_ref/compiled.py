@@ -170,6 +170,7 @@ class CompiledStep:
     eager_steps: Counter = field(default_factory=Counter)
     _fn: Any = None
     _scratch: dict = field(default_factory=dict)
+    _fused: dict = field(default_factory=dict)
     _static: set = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -254,8 +255,10 @@ class CompiledStep:
                attention.graph_params, bb, t, kv_len, pool.slots, pool.capacity)  # fmt: skip
         first = key not in _SEEN
         t0 = time.perf_counter()
-        fused = [fused_weights(layer) for layer in model.layers]
-        self._mark_static(fused)
+        fused = self._fused.get(id(model))
+        if fused is None:  # packed once per model and engine: weights do not change mid-run
+            fused = self._fused[id(model)] = [fused_weights(layer) for layer in model.layers]
+            self._mark_static(fused)
         logits = self._fn(model, ids, pos, slots, pool.k, pool.v, kv_len, fused, attention)
         if self.mode == "reduce-overhead":
             logits = logits.clone()  # the graph's output buffer is reused by its next replay

@@ -158,3 +158,24 @@ def test_records_name_the_compiled_mode(tmp_path: Path) -> None:
     stats = speed.stats if isinstance(speed.stats, dict) else __import__("json").loads(speed.stats)
     assert stats["compiled_forwards"] > 0 and stats["eager_forwards"] >= 1
     assert list(Path(out.store.run_dir).glob("artifacts/*/compile.json"))
+
+
+class _UntraceableMask(DenseAttention):
+    """A backend that claims the capability but whose mask the compiler cannot trace (dynamo
+    traces a lot of Python, ``tolist`` of a constant and ``int`` of a tensor included; an
+    explicit graph break stands for what it cannot).
+    """
+
+    graph_params = ("untraceable",)
+
+    def graph_mask(self, keys: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        torch._dynamo.graph_break()  # what Python the compiler cannot trace amounts to
+        return keys[None, None, :] <= pos[:, :, None]
+
+
+def test_a_compile_failure_names_the_graph_break() -> None:
+    """It fails loudly, naming why (the runner then records the case as failed and goes on)."""
+    model, tok = load_checkpoint("tiny-target")
+    eng = _engine(model, None, Autoregressive(), "default", 1, attention=_UntraceableMask())
+    with pytest.raises(Exception, match=r"(?i)graph.break"):
+        eng.run([Request(0, tok.encode("x = 1\n"), 3)])

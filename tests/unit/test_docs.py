@@ -417,7 +417,8 @@ def _resolve_dotted(name: str) -> str | None:
     return f"{name}: no such module"
 
 
-@pytest.mark.parametrize("doc", [ARCHITECTURE_MD, ADDING_MD], ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", [ARCHITECTURE_MD, ADDING_MD, ROOT / "docs" / "ENGINE.md"],
+                         ids=lambda p: p.name)
 def test_architecture_docs_effbench_names_resolve(doc):
     names = {n for n in DOTTED_RE.findall(doc.read_text(encoding="utf-8"))
              if len(n.split(".")) > 1 and n.split(".")[1] in ALL_PACKAGES}
