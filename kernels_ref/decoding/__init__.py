@@ -2,6 +2,7 @@
 
 from effbench.kernels_ref.decoding._common import DecoderBase, prefill_feeds
 from effbench.kernels_ref.decoding.autoregressive import Autoregressive
+from effbench.kernels_ref.decoding.prompt_lookup import PromptLookup
 from effbench.kernels_ref.decoding.speculative import Speculative
 
-__all__ = ["Autoregressive", "DecoderBase", "Speculative", "prefill_feeds"]
+__all__ = ["Autoregressive", "DecoderBase", "PromptLookup", "Speculative", "prefill_feeds"]

@@ -1,12 +1,15 @@
-"""What decoders share: the prefill feeds of a step, and ``DecoderBase`` (the protocol's
-optional parts: no per-request state to release, no statistics).
+"""What decoders share: the prefill feeds of a step, the lossless acceptance rule of drafted
+tokens, and ``DecoderBase`` (the protocol's optional parts: no per-request state to release, no
+statistics).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from effbench.kernels_ref.protocols import Feed
+import torch
+
+from effbench.kernels_ref.protocols import EngineOps, Feed
 from effbench.kernels_ref.requests import Request, StepBatch
 
 
@@ -31,3 +34,37 @@ class DecoderBase:
 
     def stats(self) -> dict[str, Any]:
         return {}
+
+
+def accept_drafts(
+    ctx: EngineOps, drafts: list[int], qprobs: list[torch.Tensor], logits: torch.Tensor
+) -> list[int]:
+    """Accepted drafts plus the target's own next token (correction or bonus).
+
+    ``logits`` are the target's rows for [last, d1..dk]. Greedy: keep drafts while they equal
+    the target's argmax. Sampling: the rejection rule of Leviathan et al. against the drafter's
+    distributions ``qprobs`` (a deterministic drafter passes one-hot rows: a draft is then kept
+    with the target's probability of it), so the output distribution is the target's.
+    """
+    if ctx.temperature <= 0:
+        target = logits.argmax(-1).tolist()
+        out = []
+        for d, t in zip(drafts, target):
+            if d != t:
+                return out + [t]
+            out.append(d)
+        return out + [target[len(drafts)]]
+    p = ctx.probs(logits)
+    out = []
+    for i, d in enumerate(drafts):
+        ratio = (p[i, d] / qprobs[i][d].clamp_min(1e-20)).clamp(max=1.0)
+        u = torch.rand((), generator=ctx.generator, device=p.device)
+        if u <= ratio:
+            out.append(d)
+            continue
+        residual = (p[i] - qprobs[i]).clamp_min(0)
+        total = residual.sum()
+        dist = residual / total if total > 0 else p[i]
+        return out + [int(torch.multinomial(dist, 1, generator=ctx.generator))]
+    last = p[len(drafts)]
+    return out + [int(torch.multinomial(last, 1, generator=ctx.generator))]

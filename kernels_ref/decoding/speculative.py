@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from effbench.kernels_ref.attention.dense import DenseAttention
-from effbench.kernels_ref.decoding._common import DecoderBase, prefill_feeds
+from effbench.kernels_ref.decoding._common import DecoderBase, accept_drafts, prefill_feeds
 from effbench.kernels_ref.kvcache.full_cache import PooledKVCacheFactory
 from effbench.kernels_ref.protocols import EngineOps, Feed, KVCache, KVCacheFactory
 from effbench.kernels_ref.requests import Request, StepBatch
@@ -128,28 +128,7 @@ class Speculative(DecoderBase):
         self, ctx: EngineOps, drafts: list[int], qprobs: list[torch.Tensor], logits: torch.Tensor
     ) -> list[int]:
         """Accepted drafts plus the target's own next token (correction or bonus)."""
-        if ctx.temperature <= 0:
-            target = logits.argmax(-1).tolist()
-            out = []
-            for d, t in zip(drafts, target):
-                if d != t:
-                    return out + [t]
-                out.append(d)
-            return out + [target[len(drafts)]]
-        p = ctx.probs(logits)
-        out = []
-        for i, d in enumerate(drafts):
-            ratio = (p[i, d] / qprobs[i][d].clamp_min(1e-20)).clamp(max=1.0)
-            u = torch.rand((), generator=ctx.generator, device=p.device)
-            if u <= ratio:
-                out.append(d)
-                continue
-            residual = (p[i] - qprobs[i]).clamp_min(0)
-            total = residual.sum()
-            dist = residual / total if total > 0 else p[i]
-            return out + [int(torch.multinomial(dist, 1, generator=ctx.generator))]
-        last = p[len(drafts)]
-        return out + [int(torch.multinomial(last, 1, generator=ctx.generator))]
+        return accept_drafts(ctx, drafts, qprobs, logits)
 
     def stats(self) -> dict[str, Any]:
         """Counts, plus ``acceptance_alpha``: the per-token acceptance probability a under the

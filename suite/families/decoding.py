@@ -7,7 +7,7 @@ from effbench.suite.family import Family, register_family
 
 FAMILY = register_family(Family(
     name="decoding",
-    summary="decoders: autoregressive, speculative",
+    summary="decoders: autoregressive, speculative, prompt lookup",
     protocol=Decoder,
     levels=("engine",),
     engine_slot="decoder",
