@@ -5,6 +5,7 @@ statistics).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -68,3 +69,77 @@ def accept_drafts(
         return out + [int(torch.multinomial(dist, 1, generator=ctx.generator))]
     last = p[len(drafts)]
     return out + [int(torch.multinomial(last, 1, generator=ctx.generator))]
+
+
+@dataclass
+class DraftVerifyBase(DecoderBase):
+    """What draft-then-verify decoders share, whatever drafts (a model, a lookup): one packed
+    target pass over the step's prompt chunks and each decoding request's ``[last, d1..dk]``,
+    the acceptance rule, the rollback of rejected tokens, and the counters behind ``stats``.
+    """
+
+    proposed: int = 0
+    accepted: int = 0
+    verify_steps: int = 0
+    committed: int = 0
+    rejections: int = 0
+    per_step: list[int] = field(default_factory=list)
+
+    def reset_counters(self) -> None:
+        self.proposed = self.accepted = self.verify_steps = self.committed = 0
+        self.rejections = 0
+        self.per_step = []
+
+    def rolled_back(self, req: Request, keep: int) -> None:
+        """``req`` keeps its first ``keep`` tokens: drop per-request state past them."""
+
+    def verify(
+        self, ctx: EngineOps, pre: list[tuple[Request, Feed]], decodes: list[Request],
+        drafts: dict[int, list[int]], qprobs: dict[int, list[torch.Tensor]],
+    ) -> None:  # fmt: skip
+        """Verify every decoding request's drafts (and run the prompt chunks) in one pass."""
+        verify = [(r, Feed(r.cache, r.tokens[r.computed :] + drafts[r.rid], r.computed, "all",
+                           seq_id=r.rid)) for r in decodes]  # fmt: skip
+        pairs = pre + verify
+        logits = ctx.forward([f for _, f in pairs]).logits
+        now = None
+        for (r, f), lg in zip(pairs, logits):
+            if r.prompt_left > 0:  # a prompt chunk
+                r.computed += len(f.tokens)
+                if lg is not None:
+                    now = now or ctx.now()
+                    r.emit(ctx.pick(lg[-1:]), now)
+                continue
+            d = drafts[r.rid]
+            new = accept_drafts(ctx, d, qprobs[r.rid], lg)
+            n_acc = len(new) - 1
+            keep = r.computed + 1 + n_acc
+            r.cache.truncate(keep)
+            r.computed = keep
+            self.rolled_back(r, keep)
+            now = now or ctx.now()
+            r.emit(new, now)
+            self.proposed += len(d)
+            self.accepted += n_acc
+            self.verify_steps += 1
+            self.committed += len(new)
+            self.per_step.append(len(new))
+            self.rejections += n_acc < len(d)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts, plus ``acceptance_alpha``: the per-token acceptance probability a under the
+        iid model of Leviathan et al., estimated by maximum likelihood from the accepted run
+        lengths (accepted / (accepted + rejections); a step that accepts every draft is
+        censored, not a rejection). ``acceptance_rate`` is accepted / proposed.
+        """
+        steps = max(self.verify_steps, 1)
+        seen = self.accepted + self.rejections
+        return {
+            "acceptance_alpha": self.accepted / seen if seen else float("nan"),
+            "decode_steps": self.verify_steps,
+            "drafts_proposed": self.proposed,
+            "drafts_accepted": self.accepted,
+            "acceptance_rate": self.accepted / self.proposed if self.proposed else float("nan"),
+            "tokens_per_step": self.committed / steps if self.verify_steps else float("nan"),
+            "per_step_committed": list(self.per_step),
+        }

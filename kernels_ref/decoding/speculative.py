@@ -12,29 +12,22 @@ decoder's per-request state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from effbench.kernels_ref.attention.dense import DenseAttention
-from effbench.kernels_ref.decoding._common import DecoderBase, accept_drafts, prefill_feeds
+from effbench.kernels_ref.decoding._common import DraftVerifyBase, accept_drafts, prefill_feeds
 from effbench.kernels_ref.kvcache.full_cache import PooledKVCacheFactory
 from effbench.kernels_ref.protocols import EngineOps, Feed, KVCache, KVCacheFactory
 from effbench.kernels_ref.requests import Request, StepBatch
 
 
 @dataclass
-class Speculative(DecoderBase):
+class Speculative(DraftVerifyBase):
     """Draft-then-verify with ``k`` draft tokens per step and the lossless acceptance rule."""
 
     k: int = 4
     draft_cache_factory: KVCacheFactory = field(default_factory=PooledKVCacheFactory)
-    proposed: int = 0
-    accepted: int = 0
-    verify_steps: int = 0
-    committed: int = 0
-    per_step: list[int] = field(default_factory=list)
-    rejections: int = 0
     _draft_caches: dict[int, KVCache] = field(default_factory=dict, repr=False)
     _draft_attention: DenseAttention = field(default_factory=DenseAttention, repr=False)
 
@@ -47,9 +40,7 @@ class Speculative(DecoderBase):
             raise ValueError("speculative decoding needs a draft model (engine draft=...)")
         if ctx.draft.config.vocab_size != ctx.model.config.vocab_size:
             raise ValueError("draft and target must share a vocabulary")
-        self.proposed = self.accepted = self.verify_steps = self.committed = 0
-        self.per_step = []
-        self.rejections = 0
+        self.reset_counters()
         self._draft_caches = {}
 
     def release(self, req: Request) -> None:
@@ -93,57 +84,15 @@ class Speculative(DecoderBase):
         if draft_feeds and not any(ks.values()):
             self._draft_forward(ctx, draft_feeds)
         # Verify phase: one packed target pass over prompt chunks and [last, d1..dk] runs.
-        verify = [
-            (r, Feed(r.cache, r.tokens[r.computed :] + drafts[r.rid], r.computed, "all",
-                     seq_id=r.rid))
-            for r in decodes
-        ]
-        pairs = pre + verify
-        logits = ctx.forward([f for _, f in pairs]).logits
-        now = None
-        for (r, f), lg in zip(pairs, logits):
-            if r.prompt_left > 0:  # a prompt chunk
-                r.computed += len(f.tokens)
-                if lg is not None:
-                    now = now or ctx.now()
-                    r.emit(ctx.pick(lg[-1:]), now)
-                continue
-            new = self.accept(ctx, drafts[r.rid], qprobs[r.rid], lg)
-            n_acc = len(new) - 1
-            keep = r.computed + 1 + n_acc
-            r.cache.truncate(keep)
-            r.computed = keep
-            if dc[r.rid].length() > keep:
-                dc[r.rid].truncate(keep)
-            now = now or ctx.now()
-            r.emit(new, now)
-            self.proposed += len(drafts[r.rid])
-            self.accepted += n_acc
-            self.verify_steps += 1
-            self.committed += len(new)
-            self.per_step.append(len(new))
-            self.rejections += n_acc < len(drafts[r.rid])
+        self.verify(ctx, pre, decodes, drafts, qprobs)
+
+    def rolled_back(self, req: Request, keep: int) -> None:
+        """The draft's cache drops what the target rejected."""
+        if self._draft_caches[req.rid].length() > keep:
+            self._draft_caches[req.rid].truncate(keep)
 
     def accept(
         self, ctx: EngineOps, drafts: list[int], qprobs: list[torch.Tensor], logits: torch.Tensor
     ) -> list[int]:
         """Accepted drafts plus the target's own next token (correction or bonus)."""
         return accept_drafts(ctx, drafts, qprobs, logits)
-
-    def stats(self) -> dict[str, Any]:
-        """Counts, plus ``acceptance_alpha``: the per-token acceptance probability a under the
-        iid model of Leviathan et al., estimated by maximum likelihood from the accepted run
-        lengths (accepted / (accepted + rejections); a step that accepts every draft is
-        censored, not a rejection). ``acceptance_rate`` is accepted / proposed.
-        """
-        steps = max(self.verify_steps, 1)
-        seen = self.accepted + self.rejections
-        return {
-            "acceptance_alpha": self.accepted / seen if seen else float("nan"),
-            "decode_steps": self.verify_steps,
-            "drafts_proposed": self.proposed,
-            "drafts_accepted": self.accepted,
-            "acceptance_rate": self.accepted / self.proposed if self.proposed else float("nan"),
-            "tokens_per_step": self.committed / steps if self.verify_steps else float("nan"),
-            "per_step_committed": list(self.per_step),
-        }
