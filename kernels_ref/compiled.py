@@ -18,11 +18,10 @@ and times them (cold; a warm inductor cache makes the second run's cheaper).
 On CUDA, ``mode="reduce-overhead"`` also captures each bucket as a CUDA graph (the pool's
 buffers are marked as static addresses so their in-place writes do not force eager); batches
 larger than the last bucket run eager, counted as a fallback. Everything the graph cannot
-express runs the eager path and is counted per reason (``eager_steps``): other caches (their
+express runs the eager path and is counted per reason (``eager_forwards``): other caches (their
 storage is not a slot of a pool), attention backends without a ``graph_mask`` (dense and
-StreamingLLM have one), mask predicates,
-shared-prefix metadata, hidden-state or partial-layer requests, and prefill (feeds longer than
-:data:`MAX_GRAPH_TOKENS`). Feeds of unequal length pad to the longest.
+StreamingLLM have one), shared-prefix metadata, hidden-state or partial-layer requests, and
+prefill (feeds longer than :data:`MAX_GRAPH_TOKENS`). Feeds of unequal length pad to the longest.
 """
 
 from __future__ import annotations
@@ -74,6 +73,13 @@ def kv_bucket(length: int) -> int:
     while n < length:
         n *= 2
     return n
+
+
+def compile_label(mode: str) -> str:
+    """What a run in ``mode`` appends to its labels: nothing when eager (labels, case ids and
+    baselines stay), else ``-compile-<mode>`` (its speed is never compared with eager's).
+    """
+    return "" if mode == "off" else f"-compile-{mode}"
 
 
 def batch_bucket(batch: int) -> int | None:
@@ -158,16 +164,16 @@ class CompiledStep:
     ``mode`` is one of :data:`COMPILE_MODES` other than ``"off"``. ``compiles`` counts the
     shape keys first compiled during this step's life (a recompilation each; a key compiled
     earlier in the process is warm and not counted), ``compile_seconds`` their first calls'
-    wall time; ``graph_steps`` the forwards that ran compiled; ``eager_steps`` the others, by
-    reason.
+    wall time; ``compiled_forwards`` the forwards that ran compiled; ``eager_forwards`` the
+    others, by reason.
     """
 
     mode: str
     device_type: str = "cpu"
     compiles: int = 0
     compile_seconds: float = 0.0
-    graph_steps: int = 0
-    eager_steps: Counter = field(default_factory=Counter)
+    compiled_forwards: int = 0
+    eager_forwards: Counter = field(default_factory=Counter)
     _fn: Any = None
     _scratch: dict = field(default_factory=dict)
     _fused: dict = field(default_factory=dict)
@@ -194,7 +200,7 @@ class CompiledStep:
         if not all(type(c) is PooledKVCache for c in caches):
             kinds = sorted({type(c).__name__ for c in caches} - {"PooledKVCache"})
             return f"cache {', '.join(kinds)}: no slot in a static pool"
-        if any(c.pool is not caches[0].pool for c in caches) or any(c.observes for c in caches):
+        if any(c.pool is not caches[0].pool for c in caches):
             return "caches of several pools"
         lens = {len(f.tokens) for f in feeds}
         if max(lens) > MAX_GRAPH_TOKENS:
@@ -270,7 +276,7 @@ class CompiledStep:
             self.compile_seconds += time.perf_counter() - t0
         for c, n in zip(caches, lens):
             c.lengths = [have + n for have in c.lengths]
-        self.graph_steps += 1
+        self.compiled_forwards += 1
         return [logits[i, :n] for i, n in enumerate(lens)]
 
     def release(self) -> None:
@@ -285,6 +291,6 @@ class CompiledStep:
             "compile_mode": self.mode,
             "compilations": self.compiles,
             "compile_seconds": round(self.compile_seconds, 3),
-            "compiled_forwards": self.graph_steps,
-            "eager_forwards": dict(self.eager_steps),
+            "compiled_forwards": self.compiled_forwards,
+            "eager_forwards": dict(self.eager_forwards),
         }

@@ -173,7 +173,7 @@ class StepContext:
             if reason is None:
                 rows = self.compiled.forward(model, feeds, attention)
                 return ForwardOut([_select_rows(lg, f.logits) for lg, f in zip(rows, feeds)])
-            self.compiled.eager_steps[reason] += 1
+            self.compiled.eager_forwards[reason] += 1
         return run_forward(model, attention, feeds, hidden=hidden, layers=layers)
 
     def new_cache(self, model: LlamaModel | None = None,
@@ -381,10 +381,10 @@ class Engine:
                 elif i < total:
                     time.sleep(max(0.0, (pending[i].arrival_ns - now) / 1e9))
             t1 = self.ctx.now()
-        if self.ctx.compiled is not None:
-            self.ctx.compiled.release()  # its scratch slots go back to the pools
+        compiled = self.ctx.compiled
+        if compiled is not None:
+            compiled.release()  # its scratch slots go back to the pools
         done = sorted(self.finished, key=lambda r: r.rid)
         self.finished = []
-        compiled = self.ctx.compiled
         return EngineResult(done, list(self.steps), t0, t1, self.decoder.stats(),
                             self.preemptions, compiled.stats() if compiled else None)

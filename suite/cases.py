@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from effbench.kernels_ref.compiled import compile_label
 from effbench.suite import registry
 from effbench.suite.engine_workloads import parse_workload
 from effbench.suite.family import family_index, get_family
@@ -55,9 +56,7 @@ def workload_names(preset: Preset, level: str, family: str) -> list[str]:
     if level == "engine":
         e = preset.engine
         label = parse_workload(e.workload).label(e.prompts, e.batch, e.max_new_tokens)
-        # a compiled run is named (eager keeps its name, case ids and baselines): its speed
-        # is another machine's, never to be gated against eager records
-        return [label if e.compile == "off" else f"{label}-compile-{e.compile}"]
+        return [label + compile_label(e.compile)]
     s = preset.serving
     # length distributions ([serving] prompt_len/output_len) are named only when set, so a
     # preset without them keeps its workload name (and its case ids, baselines, resumes)

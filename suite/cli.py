@@ -138,7 +138,7 @@ def _cmd_dash(args: argparse.Namespace) -> int:
 def _cmd_profile_tklqt(args: argparse.Namespace) -> int:
     import json
 
-    from effbench.kernels_ref.compiled import check_mode
+    from effbench.kernels_ref.compiled import check_mode, compile_label
     from effbench.profilers.tklqt_sweep import sweep
     from effbench.suite.context import check_model, load_model
     from effbench.suite.devices import describe, resolve_device, resolve_dtype
@@ -164,10 +164,10 @@ def _cmd_profile_tklqt(args: argparse.Namespace) -> int:
     model, _ = load_model(args.model, device, resolve_dtype("auto", device), 0)
     out = sweep(model, sorted(set(sizes)), Path(args.out), args.prompt_len, args.new_tokens,
                 compile=args.compile)
-    tag = "" if args.compile == "off" else f"-compile-{args.compile}"
     store = store_sweep(
         args.results, out.table.to_dict("records"), out.unavailable,
-        f"tklqt-p{args.prompt_len}-n{args.new_tokens}{tag}", describe(device),
+        f"tklqt-p{args.prompt_len}-n{args.new_tokens}{compile_label(args.compile)}",
+        describe(device),
         {"command": "profile tklqt", "model": args.model, "batch_sizes": sizes,
          "compile": args.compile},
     )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from effbench.kernels_ref.decoding._common import DraftVerifyBase, prefill_feeds
 from effbench.kernels_ref.protocols import EngineOps
@@ -67,8 +68,8 @@ class PromptLookup(DraftVerifyBase):
         if ctx.temperature > 0:  # a deterministic drafter: its distributions are one-hot
             vocab = ctx.model.config.vocab_size
             dev = ctx.model.device
-            qprobs = {rid: [torch.nn.functional.one_hot(torch.tensor(t, device=dev), vocab)
-                            .float() for t in d] for rid, d in drafts.items()}  # fmt: skip
+            qprobs = {rid: list(F.one_hot(torch.tensor(d, dtype=torch.long, device=dev), vocab)
+                                .float()) for rid, d in drafts.items()}  # fmt: skip
         else:
             qprobs = {rid: [] for rid in drafts}
         self.verify(ctx, pre, batch.decodes, drafts, qprobs)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from effbench.kernels_ref.attention.dense import DenseAttention
-from effbench.kernels_ref.decoding._common import DraftVerifyBase, accept_drafts, prefill_feeds
+from effbench.kernels_ref.decoding._common import DraftVerifyBase, prefill_feeds
 from effbench.kernels_ref.kvcache.full_cache import PooledKVCacheFactory
 from effbench.kernels_ref.protocols import EngineOps, Feed, KVCache, KVCacheFactory
 from effbench.kernels_ref.requests import Request, StepBatch
@@ -90,9 +90,3 @@ class Speculative(DraftVerifyBase):
         """The draft's cache drops what the target rejected."""
         if self._draft_caches[req.rid].length() > keep:
             self._draft_caches[req.rid].truncate(keep)
-
-    def accept(
-        self, ctx: EngineOps, drafts: list[int], qprobs: list[torch.Tensor], logits: torch.Tensor
-    ) -> list[int]:
-        """Accepted drafts plus the target's own next token (correction or bonus)."""
-        return accept_drafts(ctx, drafts, qprobs, logits)

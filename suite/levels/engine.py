@@ -351,9 +351,10 @@ def compile_stats(ctx: RunContext, results: list[EngineResult]) -> dict[str, flo
     if not stats:
         return {}
     last = stats[0]  # the technique's (results list it before the baseline's)
+    case_runs = ctx.memo.get(_COMPILES, [])
     out = {
-        "compilations": float(sum(s["compilations"] for s in ctx.memo.get(_COMPILES, []))),
-        "compile_seconds": float(sum(s["compile_seconds"] for s in ctx.memo.get(_COMPILES, []))),
+        "compilations": float(sum(s["compilations"] for s in case_runs)),
+        "compile_seconds": float(sum(s["compile_seconds"] for s in case_runs)),
         "compiled_forwards": float(last["compiled_forwards"]),
         "eager_forwards": float(sum(last["eager_forwards"].values())),
     }

@@ -15,7 +15,7 @@ import torch
 from scipy import stats as scipy_stats
 
 from effbench.kernels_ref.attention.dense import DenseAttention
-from effbench.kernels_ref.decoding.speculative import Speculative
+from effbench.kernels_ref.decoding._common import accept_drafts
 from effbench.kernels_ref.engine import StepContext, layout_of
 from effbench.kernels_ref.kvcache import FullKVCacheFactory
 
@@ -37,9 +37,8 @@ def rejection_rule_pvalue(target, draft, prompt: list[int], n: int = 4000,
                       cache_factory=FullKVCacheFactory(), layout=layout_of(target),
                       temperature=1.0, generator=gen)
     rows = torch.stack([p_logits, p_logits])  # the rule reads row 0 (row 1: bonus token)
-    spec = Speculative(k=1)
     draws = torch.multinomial(q, n, replacement=True, generator=gen).tolist()
-    firsts = torch.tensor([spec.accept(ctx, [d], [q], rows)[0] for d in draws])
+    firsts = torch.tensor([accept_drafts(ctx, [d], [q], rows)[0] for d in draws])
     p = torch.softmax(p_logits, -1)
     top = torch.topk(p, TOP).indices
     observed = [(firsts == t).sum().item() for t in top.tolist()]

@@ -5,6 +5,7 @@ import torch
 
 from effbench.kernels_ref.attention import DenseAttention
 from effbench.kernels_ref.decoding import Autoregressive, Speculative
+from effbench.kernels_ref.decoding._common import accept_drafts
 from effbench.kernels_ref.engine import Engine, EngineConfig, StepContext, layout_of
 from effbench.kernels_ref.kvcache import FullKVCacheFactory
 from effbench.kernels_ref.model import LlamaConfig, LlamaModel
@@ -129,12 +130,11 @@ def test_rejection_rule_preserves_target_distribution():
     ctx = StepContext(model=TARGET, attention=DenseAttention(),
                       cache_factory=FullKVCacheFactory(), layout=layout_of(TARGET),
                       temperature=1.0, generator=gen)
-    spec = Speculative(k=1)
     counts = torch.zeros(vocab)
     n = 6000
     for _ in range(n):
         d = int(torch.multinomial(q, 1, generator=gen))
-        first = spec.accept(ctx, [d], [q], p_logits)[0]
+        first = accept_drafts(ctx, [d], [q], p_logits)[0]
         counts[first] += 1
     p = torch.softmax(p_logits[0], -1)
     chi = scipy_stats.chisquare(counts.numpy(), (p * n).numpy())
