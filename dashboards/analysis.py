@@ -105,7 +105,10 @@ def profile_metrics(names: list[str]) -> list[str]:
 
 
 def tklqt_sweep(wide: pd.DataFrame) -> pd.DataFrame:
-    """Rows of a ``profile tklqt`` run: ``batch_size`` and ``phase`` lifted from the params."""
+    """Rows of a ``profile tklqt`` run: ``batch_size`` and ``phase`` lifted from the params;
+    ``series`` is the phase, with the sweep's workload when several sweeps (compile modes)
+    are shown together.
+    """
     col = "tklqt.tklqt_us_per_step"
     if col not in wide:
         return pd.DataFrame()
@@ -113,18 +116,23 @@ def tklqt_sweep(wide: pd.DataFrame) -> pd.DataFrame:
     params = rows["params"].map(lambda p: json.loads(p) if isinstance(p, str) else dict(p))
     rows["batch_size"] = params.map(lambda p: p.get("batch_size"))
     rows["phase"] = params.map(lambda p: p.get("phase", "all"))
-    return rows.dropna(subset=["batch_size"])
+    rows = rows.dropna(subset=["batch_size"])
+    several = rows["workload"].nunique() > 1
+    rows["series"] = (rows["phase"] + " (" + rows["workload"] + ")") if several else rows["phase"]
+    return rows
 
 
 def transitions(sweep: pd.DataFrame) -> dict[str, float]:
-    """Per phase, the CPU->GPU-bound batch size by the documented method (docs/METRICS.md)."""
+    """Per series (phase, and sweep when several), the CPU->GPU-bound batch size by the
+    documented method (docs/METRICS.md).
+    """
     from effbench.profilers.tklqt import detect_transition
 
     need = {"tklqt.t_lq_median_us", "tklqt.gpu_idle_fraction"}
     if not need <= set(sweep.columns):
         return {}
     out = {}
-    for phase, part in sweep.groupby("phase"):
+    for phase, part in sweep.groupby("series" if "series" in sweep else "phase"):
         table = part.rename(columns={"tklqt.t_lq_median_us": "t_lq_median_us",
                                      "tklqt.gpu_idle_fraction": "gpu_idle_fraction"})
         table = table.sort_values("batch_size")

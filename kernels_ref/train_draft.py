@@ -27,6 +27,7 @@ from effbench.kernels_ref.model import LlamaConfig, LlamaModel
 from effbench.kernels_ref.train import (
     Log,
     _optimizer,
+    autocast,
     lr_at,
     optimizer_step,
     sample_batch,
@@ -92,9 +93,9 @@ def distill_draft(
     for step in range(recipe.steps):
         lr = lr_at(step, recipe.steps, recipe.lr, recipe.warmup_steps, recipe.min_lr_ratio)
         inputs, _ = sample_batch(stream, recipe.batch_size, recipe.seq_len, bos_id, gen)
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad(), autocast("cpu"):
             teacher = F.log_softmax(target(inputs).float(), dim=-1)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast("cpu"):
             logits = draft(inputs)
         student = F.log_softmax(logits.float(), dim=-1)
         loss = F.kl_div(student.flatten(0, 1), teacher.flatten(0, 1), log_target=True,

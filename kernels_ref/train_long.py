@@ -60,8 +60,10 @@ from effbench.kernels_ref.retrieval import TASKS, Haystack, RetrievalSpec, make_
 from effbench.kernels_ref.train import (
     Log,
     _optimizer,
+    autocast,
     lr_at,
     optimizer_step,
+    precision,
     sample_batch,
     token_stream,
 )
@@ -196,7 +198,7 @@ def copy_accuracy(model: LlamaModel, vocab: int, rows: int = 64, n: int = 32) ->
     was_training = model.training
     model.eval()
     ids = ids.to(model.device)
-    with torch.autocast(model.device.type, dtype=torch.bfloat16):
+    with autocast(model.device):
         logits = model(ids[:, :-1]).float()
     model.train(was_training)
     pred = logits[:, n + 1 :].argmax(-1)
@@ -226,14 +228,14 @@ def induction_warmup(
         rows = [_copy_row(stream, length, vocab, gen) for _ in range(batch)]
         targets, mask = (torch.stack(t).to(dev) for t in zip(*rows))
         inputs = torch.cat([torch.full((batch, 1), bos_id, device=dev), targets[:, :-1]], dim=1)
-        with torch.autocast(dev.type, dtype=torch.bfloat16):
+        with autocast(dev):
             logits = model(inputs)
         per_tok = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
                                   reduction="none")  # fmt: skip
         loss = per_tok[mask.flatten()].mean()
         if lm_batch:
             lm_in, lm_out = (t.to(dev) for t in sample_batch(stream, lm_batch, 256, bos_id, gen))
-            with torch.autocast(dev.type, dtype=torch.bfloat16):
+            with autocast(dev):
                 lm_logits = model(lm_in)
             loss = loss + F.cross_entropy(lm_logits.float().flatten(0, 1), lm_out.flatten())
         optimizer_step(opt, model, loss, lr, recipe.grad_clip)
@@ -274,7 +276,7 @@ def continue_long(
             lr = lr_at(step, recipe.steps, recipe.lr, recipe.warmup_steps, recipe.min_lr_ratio)
             rows = [_training_row(stream, hay, seq_len, rng, recipe, gen) for _ in range(batch)]
             inputs, targets, answer = (torch.stack(t).to(dev) for t in zip(*rows))
-            with torch.autocast(dev.type, dtype=torch.bfloat16):
+            with autocast(dev):
                 logits = model(inputs)
             per_tok = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
                                       reduction="none")  # fmt: skip
@@ -346,6 +348,7 @@ def train_long_stage(
         **warm,
         "copy_top1_final": copy_accuracy(model, model.config.vocab_size),
         "train_seconds": round(stats["train_seconds"] + warm["induction_seconds"], 1),
+        "precision": precision(model.device),
     }
     path = save_checkpoint(model, Path(out_dir) / "checkpoints" / "tiny-long", target_dir)
     (path / "training_log.json").write_text(
@@ -435,6 +438,7 @@ def long_card(recipe: LongRecipe, stats: dict, figs: dict, model: LlamaModel) ->
         "| figure | value |",
         "| --- | --- |",
         f"| train_seconds (1 thread; induction warm-up included) | {stats['train_seconds']} |",
+        f"| training precision | {stats.get('precision', 'bf16 autocast')} |",
         f"| induction warm-up seconds | {stats.get('induction_seconds')} |",
         "| copy top-1 (2nd copy of 64 repeated random 32-token sequences): target / after "
         f"warm-up / shipped | {stats.get('copy_top1_before')} / {stats.get('copy_top1_after')} "

@@ -40,6 +40,12 @@ TKLQT = (  # profilers/tklqt_profiler.py (per trace) and profilers/tklqt_sweep.p
     _M("tklqt.n_graph_kernels", "count", "lower", "kernels run from CUDA graphs"),
     _M("tklqt.tklqt_us_per_step", "us", "lower", "TKLQT per engine step (profile tklqt)"),
     _M("tklqt.kernels_per_step", "count", "lower", "kernels per engine step (profile tklqt)"),
+    _M("tklqt.step_ms", "ms", "lower",
+       "median engine step latency, timed without the profiler (profile tklqt)"),
+    _M("tklqt.transition_batch", "count", "higher",
+       "batch size where decode turns GPU-bound (profile tklqt; detect_transition)"),
+    _M("tklqt.latency_transition_batch", "count", "higher",
+       "batch size where decode step latency leaves its floor (profile tklqt)"),
 )
 
 ENERGY = (  # profilers/energy.py, window_metrics

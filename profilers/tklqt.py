@@ -199,6 +199,22 @@ def classify_regimes(
     )
 
 
+def latency_transition(sweep: pd.DataFrame, k: float = 1.5, col: str = "step_ms") -> float | None:
+    """The first batch size whose step latency exceeds ``k`` x that at the smallest batch.
+
+    The latency view of the same transition, to check TKLQT's against: while CPU-bound, a step
+    costs its launches whatever the batch, so the latency stays flat; once the GPU is the
+    bottleneck it grows with the batch. None if it never leaves the flat regime (or the sweep
+    has no latency column).
+    """
+    if col not in sweep or sweep[col].isna().all():
+        return None
+    s = sweep.dropna(subset=[col]).sort_values("batch_size", kind="stable")
+    floor = float(s[col].iloc[0])
+    above = s.loc[s[col] > k * floor, "batch_size"]
+    return float(above.iloc[0]) if len(above) else None
+
+
 def knee_batch_size(batch: np.ndarray, t_lq: np.ndarray) -> float | None:
     """Breakpoint of a continuous two-segment linear fit of log t_lq against log batch size.
 

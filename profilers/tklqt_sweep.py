@@ -57,14 +57,19 @@ def _requests(batch: int, prompt_len: int, new_tokens: int, vocab: int, seed: in
 def profile_batch(
     model: LlamaModel, batch: int, prompt_len: int, new_tokens: int, trace_path: Path,
     seed: int = 0, compile: str = "off",
-) -> tuple[EngineResult, Path]:
-    """One profiled generation at ``batch``; returns the engine result and the gzipped trace.
+) -> tuple[EngineResult, Path, EngineResult]:
+    """One profiled generation at ``batch``: (its engine result, the gzipped trace, the result
+    of the same generation timed without the profiler).
 
     The warm-up generates at the same prompt length, so a compiled decode step (``compile``,
     effbench.kernels_ref.compiled) is compiled, and its CUDA graph captured, before the trace.
+    Step latency comes from the unprofiled generation, because the profiler's cost per launch
+    would inflate the eager steps (hundreds of launches) far more than a graph replay (one).
     """
     vocab = model.config.vocab_size
     _engine(model, batch, compile).run(_requests(batch, prompt_len, 2, vocab, seed))  # warm-up
+    timed = _engine(model, batch, compile).run(_requests(batch, prompt_len, new_tokens, vocab,
+                                                         seed))  # fmt: skip
     engine = _engine(model, batch, compile)
     engine.step_context = lambda i, _: torch.profiler.record_function(f"ProfilerStep#{i}")
     activities = [torch.profiler.ProfilerActivity.CPU]
@@ -72,12 +77,29 @@ def profile_batch(
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
         res = engine.run(_requests(batch, prompt_len, new_tokens, vocab, seed))
-    return res, export_gzipped(prof, trace_path)
+    return res, export_gzipped(prof, trace_path), timed
 
 
-def phase_rows(res: EngineResult, steps: pd.DataFrame, batch: int) -> list[dict]:
-    """Per-phase medians over the per-step summary rows (``scope == "step N"``)."""
-    phase_of = {i: ("prefill" if s.prefill_tokens else "decode") for i, s in enumerate(res.steps)}
+def _phase(step) -> str:
+    return "prefill" if step.prefill_tokens else "decode"
+
+
+def step_ms(res: EngineResult) -> dict[str, float]:
+    """Median wall time of an engine step per phase, in ms (from the engine's step log)."""
+    times: dict[str, list[float]] = {}
+    for s in res.steps:
+        times.setdefault(_phase(s), []).append((s.end_ns - s.start_ns) / 1e6)
+    return {phase: float(pd.Series(ms).median()) for phase, ms in times.items()}
+
+
+def phase_rows(
+    res: EngineResult, steps: pd.DataFrame, batch: int, timed: EngineResult | None = None
+) -> list[dict]:
+    """Per-phase medians over the per-step summary rows (``scope == "step N"``), with the
+    median step latency of ``timed`` (an unprofiled run of the same work) when given.
+    """
+    phase_of = {i: _phase(s) for i, s in enumerate(res.steps)}
+    latency = step_ms(timed) if timed is not None else {}
     per_step = steps[steps["scope"].str.startswith("step ")].copy()
     per_step["phase"] = per_step["step"].astype(int).map(phase_of)
     rows = []
@@ -90,6 +112,7 @@ def phase_rows(res: EngineResult, steps: pd.DataFrame, batch: int) -> list[dict]
             "tklqt_us_per_step": float(grp["tklqt_us"].median()),
             "t_lq_median_us": float(grp["t_lq_median_us"].median()),
             "gpu_idle_fraction": float(grp["gpu_idle_fraction"].median()),
+            **({"step_ms": latency[phase]} if phase in latency else {}),
         })
     return rows
 
@@ -112,13 +135,16 @@ def sweep(
     for b in batch_sizes:
         tag = "" if compile == "off" else f"_{compile}"
         path = artifact_dir / f"tklqt_b{b}_p{prompt_len}{tag}.json.gz"
-        res, path = profile_batch(model, b, prompt_len, new_tokens, path, compile=compile)
+        res, path, timed = profile_batch(model, b, prompt_len, new_tokens, path,
+                                         compile=compile)  # fmt: skip
         traces.append(str(path))
         table = kernel_table(load_trace(path))
         if not (table["kind"] == "kernel").any():
-            rows.append({"batch_size": b, "phase": "all", "steps": len(res.steps)})
+            rows += [{"batch_size": b, "phase": phase, "steps": sum(_phase(s) == phase
+                                                                    for s in res.steps),
+                      "step_ms": ms} for phase, ms in step_ms(timed).items()]  # fmt: skip
             continue
-        rows += phase_rows(res, summarize(table), b)
+        rows += phase_rows(res, summarize(table), b, timed)
     df = pd.DataFrame(rows)
     if "t_lq_median_us" not in df:
         return SweepResult(df, None, NO_KERNELS, tuple(traces))

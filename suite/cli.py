@@ -138,11 +138,11 @@ def _cmd_dash(args: argparse.Namespace) -> int:
 def _cmd_profile_tklqt(args: argparse.Namespace) -> int:
     import json
 
-    from effbench.kernels_ref.compiled import check_mode, compile_label
+    from effbench.kernels_ref.compiled import check_mode
     from effbench.profilers.tklqt_sweep import sweep
     from effbench.suite.context import check_model, load_model
     from effbench.suite.devices import describe, resolve_device, resolve_dtype
-    from effbench.suite.profiling import store_sweep
+    from effbench.suite.profiling import store_sweep, sweep_workload
 
     try:
         sizes = [int(b) for b in args.batch_sizes.split(",") if b]
@@ -166,10 +166,10 @@ def _cmd_profile_tklqt(args: argparse.Namespace) -> int:
                 compile=args.compile)
     store = store_sweep(
         args.results, out.table.to_dict("records"), out.unavailable,
-        f"tklqt-p{args.prompt_len}-n{args.new_tokens}{compile_label(args.compile)}",
-        describe(device),
+        sweep_workload(args.prompt_len, args.new_tokens, args.compile), describe(device),
         {"command": "profile tklqt", "model": args.model, "batch_sizes": sizes,
          "compile": args.compile},
+        out.transition,
     )
     if args.json:
         print(json.dumps({

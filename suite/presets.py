@@ -126,6 +126,21 @@ class ServingSettings:
 
 
 @dataclass(frozen=True)
+class TklqtSweepSettings:
+    """``[profile.tklqt]``: a TKLQT batch-size sweep of the dense engine, run with the preset
+    (effbench.suite.profiling; the SKIP claims read it).
+
+    One sweep per ``compile`` mode (``off``, ``default``, ``reduce-overhead``), each at every
+    batch size, ``prompt_len`` random prompt tokens and ``new_tokens`` generated per request.
+    """
+
+    batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    compile: tuple[str, ...] = ("off",)
+    prompt_len: int = 64
+    new_tokens: int = 16
+
+
+@dataclass(frozen=True)
 class Bench:
     """One technique with a parameter grid, at some of its levels."""
 
@@ -149,9 +164,12 @@ class Preset:
     benches: tuple[Bench, ...] = field(default_factory=tuple)
     # [gate] threshold overrides (effbench.suite.gate.Thresholds)
     gate: tuple[tuple[str, Any], ...] = ()
+    # [profile.tklqt]: a TKLQT sweep run with the preset (None: none)
+    tklqt_sweep: TklqtSweepSettings | None = None
 
 
-_SECTIONS = ("run", "kernel", "engine", "serving", "bench", "gate")
+_SECTIONS = ("run", "kernel", "engine", "serving", "bench", "gate", "profile")
+_PROFILE_SWEEPS = ("tklqt",)
 _SLO_KEYS = ("ttft_s", "tpot_s", "e2e_s")
 _ARRIVALS = ("poisson", "gamma", "constant")
 ENDPOINT_APIS = ("completions", "chat")
@@ -237,6 +255,39 @@ def with_compile(preset: Preset, mode: str | None) -> Preset:
         return preset
     _check_compile(mode, "--compile")
     return replace(preset, engine=replace(preset.engine, compile=mode))
+
+
+def _profile_settings(got: Any, loc: Locator) -> TklqtSweepSettings | None:
+    """``[profile]``: profiling sweeps run with the preset; today ``[profile.tklqt]``."""
+    if not isinstance(got, Mapping):
+        raise ConfigError("[profile] must be a table", loc.at("profile"))
+    check_keys(got, list(_PROFILE_SWEEPS), "[profile]", loc, "profile")
+    if "tklqt" not in got:
+        return None
+    table = got["tklqt"]
+    sec = Section(loc, "profile.tklqt")
+    if not isinstance(table, Mapping):
+        raise ConfigError("[profile.tklqt] must be a table", sec.at())
+    sec.check_keys(table, list(TklqtSweepSettings.__dataclass_fields__))
+    out = TklqtSweepSettings()
+    sizes = table.get("batch_sizes", list(out.batch_sizes))
+    if not isinstance(sizes, list) or not sizes:
+        raise ConfigError("'batch_sizes' must be a non-empty list of integers >= 1, like "
+                          "[1, 4, 16]", sec.at("batch_sizes"))
+    sizes = [sec.typed(b, int, "batch_sizes", 1) for b in sizes]
+    modes = table.get("compile", list(out.compile))
+    modes = [modes] if isinstance(modes, str) else modes
+    if not isinstance(modes, list) or not modes:
+        raise ConfigError(f"'compile' must be a mode or a list of modes of "
+                          f"{list(COMPILE_MODES)}", sec.at("compile"))
+    for mode in modes:
+        _check_compile(mode, sec.at("compile"))
+    return TklqtSweepSettings(
+        batch_sizes=tuple(sorted(set(sizes))),
+        compile=tuple(dict.fromkeys(modes)),
+        prompt_len=sec.typed(table.get("prompt_len", out.prompt_len), int, "prompt_len", 1),
+        new_tokens=sec.typed(table.get("new_tokens", out.new_tokens), int, "new_tokens", 2),
+    )
 
 
 def _serving_settings(got: Mapping[str, Any], loc: Locator) -> ServingSettings:
@@ -413,6 +464,7 @@ def parse(text: str, path: str = "<preset>") -> Preset:
         serving=serving,
         benches=tuple(_bench(i, b, loc) for i, b in enumerate(benches)),
         gate=_gate(data.get("gate", {}), loc),
+        tklqt_sweep=_profile_settings(data.get("profile", {}), loc),
     )
 
 

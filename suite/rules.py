@@ -66,16 +66,19 @@ def pick(records: Iterable[Record], sel: Mapping[str, Any]) -> Picked:
     from the record's statistics). No match, or several, raises MissingMetric naming why.
     """
     where = dict(sel.get("where", {}))
-    found = [
+    matching = [
         r for r in records
-        if r.status == "ok" and r.technique == sel["technique"] and r.metric == sel["metric"]
+        if r.technique == sel["technique"] and r.metric == sel["metric"]
         and all(r.params.get(k) == v for k, v in where.items())
         and sel.get("level") in (None, r.level) and sel.get("workload") in (None, r.workload)
     ]
+    found = [r for r in matching if r.status == "ok"]
     label = sel["technique"] + (
         "[" + ",".join(f"{k}={v}" for k, v in where.items()) + "]" if where else "")
     if not found:
-        raise MissingMetric(f"no {sel['metric']} of {label} in the run")
+        # a skipped or failed record says why the metric is missing (no GPU, no transition)
+        why = next((f": {r.status}: {r.error}" for r in matching if r.error), "")
+        raise MissingMetric(f"no {sel['metric']} of {label} in the run{why}")
     if len(found) > 1:
         cases = sorted({r.case_id for r in found})
         raise MissingMetric(f"{sel['metric']} of {label} is ambiguous ({len(cases)} cases: "

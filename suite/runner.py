@@ -34,7 +34,7 @@ from effbench.suite import artifacts as case_artifacts
 from effbench.suite import canary as run_canaries
 from effbench.suite import registry
 from effbench.suite.cases import Case, expand
-from effbench.suite.context import RunContext, check_model, check_workload
+from effbench.suite.context import RunContext, check_model, check_workload, load_model
 from effbench.suite.devices import describe, resolve_device, resolve_dtype
 from effbench.suite.errors import ConfigError
 from effbench.suite.family import get_family
@@ -466,6 +466,8 @@ def _drive(
         bar.update()
         bar.set_postfix_str(f"{case.level}:{case.technique}", refresh=True)
     bar.close()
+    if preset.tklqt_sweep is not None:
+        failed += _tklqt_sweep(preset, store, done, device, dtype, log)
     canaries.run("end")
     if noisy:
         log(f"{noisy} case(s) measured under interference (marked ~ in the report)"
@@ -473,6 +475,28 @@ def _drive(
     store.finalize()
     return RunOutcome(store, len(cases), len(cases) - len(todo), failed,
                       time.perf_counter() - t0)
+
+
+def _tklqt_sweep(
+    preset: Preset, store: RunStore, done: set[str], device: torch.device, dtype: torch.dtype,
+    log: Callable[[str], None],
+) -> int:
+    """Run the preset's ``[profile.tklqt]`` sweeps into the run; return how many of their
+    cases failed. A resumed run keeps the compile modes it already has.
+
+    They run in this process on the run's device (under Ray: the driver's), after the cases,
+    so the profiler and the warm-ups never share the machine with a timed case.
+    """
+    from effbench.suite.profiling import CASE_PREFIX, preset_sweep_cases
+
+    have = {c.rsplit("@", 1)[1].split("/", 1)[0] for c in done if c.startswith(CASE_PREFIX)}
+    model, _ = load_model(preset.run.model, device, dtype, preset.run.seed)
+    cases = preset_sweep_cases(preset.tklqt_sweep, model, device, store.run_id,
+                               describe(device), store.run_dir / "artifacts" / "tklqt", log,
+                               skip=have)
+    for recs in cases:
+        store.append(recs)
+    return sum(any(r.status == "error" for r in recs) for recs in cases)
 
 
 def _local_outcomes(

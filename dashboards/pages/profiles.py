@@ -27,7 +27,7 @@ def render() -> None:
     if not sweep.empty:
         st.subheader("TKLQT vs batch size (`effbench profile tklqt`)")
         st.plotly_chart(
-            tklqt_figure(sweep, "batch_size", "tklqt.tklqt_us_per_step", group="phase",
+            tklqt_figure(sweep, "batch_size", "tklqt.tklqt_us_per_step", group="series",
                          unit="us", marks=transitions(sweep)),
             key="tklqt_chart",
         )

@@ -20,7 +20,10 @@ def test_sweep_on_cpu_keeps_annotated_traces_and_says_why(tmp_path):
     trace = load_trace(out.traces[0])
     # one ProfilerStep annotation per engine iteration: prefill + 2 decode steps
     assert len(trace.steps) == 3
-    assert list(out.table["batch_size"]) == [1, 2]
+    # per batch size and phase: the step latency, timed without the profiler
+    assert list(out.table["batch_size"]) == [1, 1, 2, 2]
+    assert set(out.table["phase"]) == {"prefill", "decode"}
+    assert (out.table["step_ms"] > 0).all()
 
 
 def test_phase_rows_split_steps_by_the_engine_log():
@@ -31,7 +34,10 @@ def test_phase_rows_split_steps_by_the_engine_log():
         "n_kernels": [30, 10, 10, 10], "tklqt_us": [90, 50, 20, 20],
         "t_lq_median_us": [5, 9, 4, 6], "gpu_idle_fraction": [0.5, 0.1, 0.8, 0.6],
     })
-    rows = {r["phase"]: r for r in phase_rows(res, summary, batch=4)}
+    timed = EngineResult([], [StepRecord(0, 4_000_000, 8, 0, 1), StepRecord(0, 1_000_000, 0, 1, 1),
+                              StepRecord(0, 3_000_000, 0, 1, 1)], 0, 3, {})
+    rows = {r["phase"]: r for r in phase_rows(res, summary, batch=4, timed=timed)}
+    assert rows["prefill"]["step_ms"] == 4.0 and rows["decode"]["step_ms"] == 2.0
     assert rows["prefill"]["steps"] == 1 and rows["prefill"]["tklqt_us_per_step"] == 50
     assert rows["decode"]["steps"] == 2 and rows["decode"]["t_lq_median_us"] == 5
     assert rows["decode"]["gpu_idle_fraction"] == 0.7 and rows["decode"]["batch_size"] == 4
