@@ -207,6 +207,8 @@ class CompiledStep:
             return "prefill (eager by design: one graph per prompt length would not pay)"
         if any(f.prefix_group >= 0 for f in feeds):
             return "shared-prefix metadata"
+        if any(f.mask is not None or f.positions is not None for f in feeds):
+            return "draft tree (a per-sequence mask and positions)"
         if batch_bucket(len(feeds)) is None:
             return f"batch {len(feeds)} above the largest bucket {BATCH_BUCKETS[-1]}"
         if any(len(set(c.lengths)) != 1 for c in caches):

@@ -82,12 +82,14 @@ def step_info(feeds: Sequence[Feed]) -> StepInfo:
     """The attention metadata shared by every layer and sequence of one packed forward."""
     groups = tuple(f.prefix_group for f in feeds)
     shared = any(g >= 0 for g in groups)
+    masks = tuple(f.mask for f in feeds)
     return StepInfo(
         seq_ids=tuple(f.seq_id for f in feeds),
         starts=tuple(f.start for f in feeds),
         q_lens=tuple(len(f.tokens) for f in feeds),
         prefix_groups=groups if shared else (),
         prefix_lens=tuple(f.prefix_len for f in feeds) if shared else (),
+        seq_masks=masks if any(m is not None for m in masks) else (),
     )
 
 
@@ -108,7 +110,8 @@ def run_forward(
     for f in feeds:
         base = len(ids)
         ids.extend(f.tokens)
-        pos.extend(range(f.start, f.start + len(f.tokens)))
+        pos.extend(f.positions if f.positions is not None
+                   else range(f.start, f.start + len(f.tokens)))  # fmt: skip
         if f.logits == "all":
             spans.append((len(rows), len(rows) + len(f.tokens)))
             rows.extend(range(base, base + len(f.tokens)))

@@ -60,7 +60,9 @@ class StepInfo:
     Per sequence of the step: its id (request id), its first query's absolute position
     (``starts``), its query count (``q_lens``) and its shared-prefix group (-1: none) with the
     group's prefix length. ``causal`` False means bidirectional attention (diffusion LMs);
-    ``mask`` is an optional predicate over (batch, head, q_pos, kv_pos) applied on top.
+    ``mask`` is an optional predicate over (batch, head, q_pos, kv_pos) applied on top;
+    ``seq_masks`` (empty, or one per sequence, None for most) adds a sequence's own predicate,
+    such as a draft tree's (each node sees the context and its ancestors only).
     """
 
     seq_ids: tuple[int, ...]
@@ -70,6 +72,7 @@ class StepInfo:
     mask: MaskPredicate | None = None
     prefix_groups: tuple[int, ...] = ()
     prefix_lens: tuple[int, ...] = ()
+    seq_masks: tuple[MaskPredicate | None, ...] = ()
 
     @property
     def all_decode(self) -> bool:
@@ -105,7 +108,12 @@ class AttentionMeta:
 
     @property
     def mask(self) -> MaskPredicate | None:
-        return self.step.mask
+        """The step's predicate and-ed with this call's sequence's own (either may be None)."""
+        step = self.step.mask
+        own = self.step.seq_masks[self.seq] if self.step.seq_masks and self.seq >= 0 else None
+        if own is None or step is None:
+            return own or step
+        return lambda b, h, q, k: step(b, h, q, k) & own(b, h, q, k)
 
     @property
     def prefix_group(self) -> int:
@@ -280,6 +288,11 @@ class Feed:
     seq_id: int = 0
     prefix_group: int = -1
     prefix_len: int = 0
+    positions: tuple[int, ...] | None = None
+    """Rotary positions of the tokens when they are not ``start, start + 1, ...`` (a draft
+    tree's nodes sit at their depth); the keys still fill the cache slots in order."""
+    mask: MaskPredicate | None = None
+    """This sequence's own attention predicate over cache slots (a draft tree's)."""
 
 
 @dataclass(frozen=True)
