@@ -286,8 +286,10 @@ class Engine:
         """Drop the newest running requests (recompute preemption) until the step's new tokens
         fit in KV memory; they go back to the front of the queue.
         """
+        extra = int(getattr(self.decoder, "lookahead", 0))  # drafts written under verify
+
         def need(entries: list[tuple[Request, int]]) -> int:
-            return sum(n for _, n in entries)
+            return sum(n + (extra if r.prompt_left == 0 else 0) for r, n in entries)
 
         while not budget.fits(need(chosen)) and len(self.running) > 1:
             victim = max(self.running, key=lambda r: (r.start_ns or 0, r.rid))

@@ -2,10 +2,11 @@
 
 from effbench.kernels_ref.decoding._common import DecoderBase, prefill_feeds
 from effbench.kernels_ref.decoding.autoregressive import Autoregressive
+from effbench.kernels_ref.decoding.layer_skip import LayerSkip
 from effbench.kernels_ref.decoding.prompt_lookup import PromptLookup
 from effbench.kernels_ref.decoding.speculative import Speculative
 from effbench.kernels_ref.decoding.token_recycling import TokenRecycling
 from effbench.kernels_ref.decoding.tree import DraftTree, TreeVerifyBase
 
-__all__ = ["Autoregressive", "DecoderBase", "DraftTree", "PromptLookup", "Speculative",
-           "TokenRecycling", "TreeVerifyBase", "prefill_feeds"]
+__all__ = ["Autoregressive", "DecoderBase", "DraftTree", "LayerSkip", "PromptLookup",
+           "Speculative", "TokenRecycling", "TreeVerifyBase", "prefill_feeds"]

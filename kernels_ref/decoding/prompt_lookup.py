@@ -46,6 +46,11 @@ class PromptLookup(DraftVerifyBase):
     min_ngram: int = 1
     matched_steps: int = 0
 
+    @property
+    def lookahead(self) -> int:
+        """Draft tokens a verify pass writes into each request's cache beyond its own."""
+        return self.k
+
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"k (draft tokens per step) must be >= 1, got {self.k}")

@@ -31,6 +31,11 @@ class Speculative(DraftVerifyBase):
     _draft_caches: dict[int, KVCache] = field(default_factory=dict, repr=False)
     _draft_attention: DenseAttention = field(default_factory=DenseAttention, repr=False)
 
+    @property
+    def lookahead(self) -> int:
+        """Draft tokens a verify pass writes into each request's cache beyond its own."""
+        return self.k
+
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError("k (draft tokens per step) must be >= 1")

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from effbench.kernels_ref.decoding._common import prefill_feeds
-from effbench.kernels_ref.decoding.tree import DraftTree, TreeVerifyBase
+from effbench.kernels_ref.decoding.tree import DraftTree, TreeVerifyBase, check_tree_size
 from effbench.kernels_ref.protocols import EngineOps
 from effbench.kernels_ref.requests import StepBatch
 
@@ -69,6 +69,21 @@ class TokenRecycling(TreeVerifyBase):
                              f"{self.top}")  # fmt: skip
         if self.depth < 1:
             raise ValueError(f"depth must be >= 1, got {self.depth}")
+        check_tree_size(self.tree_nodes, f"width {self.width}, depth {self.depth}: lower one")
+
+    @property
+    def lookahead(self) -> int:
+        """Tree nodes a verify pass writes into each request's cache beyond its own token."""
+        return self.tree_nodes
+
+    @property
+    def tree_nodes(self) -> int:
+        """The largest tree the shape allows."""
+        nodes, level = 0, 1
+        for w in tree_shape(self.width, self.depth):
+            level *= w
+            nodes += level
+        return nodes
 
     def prepare(self, ctx: EngineOps) -> None:
         self.reset_counters()
@@ -91,10 +106,6 @@ class TokenRecycling(TreeVerifyBase):
         """As every tree decoder's, plus ``storage_bytes`` (the matrix) and ``tree_nodes``
         (the largest tree the shape allows).
         """
-        nodes, level = 0, 1
-        for w in tree_shape(self.width, self.depth):
-            level *= w
-            nodes += level
         return {**super().stats(),
                 "storage_bytes": self.matrix.numel() * self.matrix.element_size(),
-                "tree_nodes": nodes}  # fmt: skip
+                "tree_nodes": self.tree_nodes}  # fmt: skip

@@ -30,6 +30,18 @@ from effbench.kernels_ref.decoding._common import DraftVerifyBase
 from effbench.kernels_ref.protocols import EngineOps, Feed, MaskPredicate
 from effbench.kernels_ref.requests import Request
 
+MAX_TREE_NODES = 256
+"""The most draft nodes one request's verify pass takes: each node is a query row over the
+whole context with an explicit mask, so a larger tree costs more than it can win (paper
+trees are 60-100 nodes)."""
+
+
+def check_tree_size(nodes: int, what: str) -> None:
+    """Refuse a tree above the verify limit, naming the limit and what sized it."""
+    if nodes > MAX_TREE_NODES:
+        raise ValueError(f"a draft tree of {nodes} nodes ({what}) exceeds the engine's verify "
+                         f"limit of {MAX_TREE_NODES} nodes")  # fmt: skip
+
 
 @dataclass(frozen=True)
 class DraftTree:
@@ -123,6 +135,7 @@ class TreeVerifyBase(DraftVerifyBase):
         verify = []
         for r in decodes:
             tree = trees[r.rid]
+            check_tree_size(len(tree), f"request {r.rid}")
             pending = r.tokens[r.computed :]
             base = r.computed + len(pending)
             positions = (*range(r.computed, base), *(base - 1 + d for d in tree.depths))

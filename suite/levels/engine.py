@@ -77,6 +77,10 @@ METRICS = declare(
     MetricSpec("acceptance_alpha", "fraction", "higher", "count",
                "per-token acceptance probability (iid model): accepted / (accepted + "
                "rejections)"),
+    MetricSpec("accepted_per_step", "tokens", "higher", "count",
+               "accepted draft tokens / verify steps (mean accepted length; right for trees)"),
+    MetricSpec("draft_state_bytes", "B", "lower", "count",
+               "memory a model-free drafter keeps (Token Recycling's matrix)"),
     MetricSpec("rejection_rule_pvalue", "p", "higher", "numeric",
                "chi-square p-value of the sampled first token vs the target's distribution"),
     # memory-aware admission (capacity), with [engine] kv_memory_cap
@@ -418,6 +422,11 @@ def decoding_metrics(res: EngineResult, baseline: EngineResult | None) -> list[M
         out.append(scalar("acceptance_rate", st["acceptance_rate"], "fraction", "higher"))
     if "acceptance_alpha" in st:
         out.append(scalar("acceptance_alpha", st["acceptance_alpha"], "fraction", "higher"))
+    if st.get("decode_steps") and "drafts_accepted" in st:
+        out.append(scalar("accepted_per_step", st["drafts_accepted"] / st["decode_steps"],
+                          "tokens", "higher"))  # fmt: skip
+    if "storage_bytes" in st:
+        out.append(scalar("draft_state_bytes", float(st["storage_bytes"]), "B", "lower"))
     if baseline is not None:
         same = sum(a.output == b.output for a, b in zip(res.requests, baseline.requests))
         out.append(scalar("exact_match", same / len(res.requests), "fraction", "higher"))
