@@ -47,8 +47,8 @@ def check_tree_size(nodes: int, what: str) -> None:
 class DraftTree:
     """Drafted tokens as a tree: ``tokens[i]`` hangs under node ``parents[i]`` (-1: the root).
 
-    Nodes are in breadth-first order (a parent before its children); siblings carry distinct
-    tokens.
+    A parent comes before its children (breadth-first order, or chain after chain); siblings
+    carry distinct tokens.
     """
 
     tokens: tuple[int, ...] = ()

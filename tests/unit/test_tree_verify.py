@@ -140,3 +140,37 @@ def test_bfs_tree_follows_the_matrix_and_stops_at_unfilled_rows() -> None:
     tree = bfs_tree(m, 0, tree_shape(2, 3))  # shape (2, 1, 1)
     assert tree.tokens == (1, 2, 4, 6) and tree.parents == (-1, -1, 0, 1)
     assert tree_shape(8, 5) == (8, 4, 2, 1, 1)
+
+
+def test_aded_table_counts_trigrams_and_explores_the_untried() -> None:
+    from effbench.kernels_ref.decoding.aded import ADED, TrigramTable
+
+    t = TrigramTable()
+    t.add([1, 2, 3, 1, 2, 3, 1, 2, 4])
+    assert t.counts[(1, 2)] == {3: 2, 4: 1} and t.totals[(1, 2)] == 3
+    assert t.best((1, 2), 2, explore=0.0) == [3, 4]  # exploitation: the frequent one first
+    t.tried[(1, 2, 3)] = 50  # drafted often: its bonus is gone, the untried one leads
+    assert t.best((1, 2), 1, explore=2.0) == [4]
+    assert t.best((9, 9), 3, explore=1.0) == []
+    dec = ADED(width=2, depth=3, explore=0.0)
+    dec.table = TrigramTable()
+    dec.table.add([5, 6, 7, 8, 5, 6, 9])
+    tree = dec.draft([0, 5, 6], depth=3)
+    # two chains under the root: 7 then 8 then 5 (the table's 6 7 8 5), and 9 (unseen after)
+    assert tree.tokens == (7, 8, 5, 9) and tree.parents == (-1, 0, 1, -1)
+    assert dec.table.tried[(5, 6, 7)] == 1 and dec.table.tried[(6, 7, 8)] == 1
+
+
+def test_aded_reproduces_greedy_and_reports_its_table(target, greedy) -> None:
+    from effbench.kernels_ref.decoding import ADED
+
+    with torch.inference_mode():
+        res = _engine(target, ADED(), 2).run(
+            [Request(i, list(p), NEW) for i, p in enumerate(PROMPTS)])
+    assert [r.output for r in res.requests] == greedy
+    assert res.decoder_stats["storage_bytes"] > 0
+
+
+def test_a_tree_above_the_verify_limit_is_refused() -> None:
+    with pytest.raises(ValueError, match="exceeds the engine's verify limit of 256 nodes"):
+        TokenRecycling(top=8, width=8, depth=12)
