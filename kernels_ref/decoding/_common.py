@@ -5,6 +5,7 @@ statistics).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,10 +85,13 @@ class DraftVerifyBase(DecoderBase):
     committed: int = 0
     rejections: int = 0
     per_step: list[int] = field(default_factory=list)
+    accept_ns: int = 0
+    """Time after each verify pass's forward: acceptance, rollback of the caches, emission
+    (what batched speculation calls realignment, here per request and without padding)."""
 
     def reset_counters(self) -> None:
         self.proposed = self.accepted = self.verify_steps = self.committed = 0
-        self.rejections = 0
+        self.rejections = self.accept_ns = 0
         self.per_step = []
 
     def rolled_back(self, req: Request, keep: int) -> None:
@@ -102,6 +106,7 @@ class DraftVerifyBase(DecoderBase):
                            seq_id=r.rid)) for r in decodes]  # fmt: skip
         pairs = pre + verify
         logits = ctx.forward([f for _, f in pairs]).logits
+        t0 = time.perf_counter_ns()
         now = None
         for (r, f), lg in zip(pairs, logits):
             if r.prompt_left > 0:  # a prompt chunk
@@ -125,6 +130,7 @@ class DraftVerifyBase(DecoderBase):
             self.committed += len(new)
             self.per_step.append(len(new))
             self.rejections += n_acc < len(d)
+        self.accept_ns += time.perf_counter_ns() - t0
 
     def stats(self) -> dict[str, Any]:
         """Counts, plus ``acceptance_alpha``: the per-token acceptance probability a under the
@@ -142,4 +148,5 @@ class DraftVerifyBase(DecoderBase):
             "acceptance_rate": self.accepted / self.proposed if self.proposed else float("nan"),
             "tokens_per_step": self.committed / steps if self.verify_steps else float("nan"),
             "per_step_committed": list(self.per_step),
+            "accept_rollback_s": self.accept_ns / 1e9,
         }

@@ -20,6 +20,7 @@ for deterministic drafts (no multi-draft rejection sampling).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -144,6 +145,7 @@ class TreeVerifyBase(DraftVerifyBase):
                                    mask=tree_mask(base, tree, dev) if len(tree) else None)))
         pairs = pre + verify
         logits = ctx.forward([f for _, f in pairs]).logits
+        t0 = time.perf_counter_ns()
         now = None
         for (r, f), lg in zip(pairs, logits):
             if r.prompt_left > 0:  # a prompt chunk
@@ -172,6 +174,7 @@ class TreeVerifyBase(DraftVerifyBase):
             self.committed += len(out)
             self.per_step.append(len(out))
             self.rejections += bool(tree.children.get(path[-1] if path else -1))
+        self.accept_ns += time.perf_counter_ns() - t0
 
     @staticmethod
     def _walk(ctx: EngineOps, tree: DraftTree, logits: torch.Tensor, root: int

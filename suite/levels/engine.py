@@ -81,6 +81,8 @@ METRICS = declare(
                "accepted draft tokens / verify steps (mean accepted length; right for trees)"),
     MetricSpec("draft_state_bytes", "B", "lower", "count",
                "memory a model-free drafter keeps (Token Recycling's matrix)"),
+    MetricSpec("rollback_share", "fraction", "lower", "timing",
+               "share of the run's step time spent accepting drafts and rolling caches back"),
     MetricSpec("rejection_rule_pvalue", "p", "higher", "numeric",
                "chi-square p-value of the sampled first token vs the target's distribution"),
     # memory-aware admission (capacity), with [engine] kv_memory_cap
@@ -427,6 +429,10 @@ def decoding_metrics(res: EngineResult, baseline: EngineResult | None) -> list[M
                           "tokens", "higher"))  # fmt: skip
     if "storage_bytes" in st:
         out.append(scalar("draft_state_bytes", float(st["storage_bytes"]), "B", "lower"))
+    step_s = sum(s.end_ns - s.start_ns for s in res.steps) / 1e9
+    if "accept_rollback_s" in st and step_s > 0:
+        out.append(scalar("rollback_share", st["accept_rollback_s"] / step_s, "fraction",
+                          "lower"))  # fmt: skip
     if baseline is not None:
         same = sum(a.output == b.output for a, b in zip(res.requests, baseline.requests))
         out.append(scalar("exact_match", same / len(res.requests), "fraction", "higher"))
