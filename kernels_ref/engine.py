@@ -286,7 +286,7 @@ class Engine:
         """Drop the newest running requests (recompute preemption) until the step's new tokens
         fit in KV memory; they go back to the front of the queue.
         """
-        extra = int(getattr(self.decoder, "lookahead", 0))  # drafts written under verify
+        extra = self.decoder.lookahead  # drafts written into the caches under verification
 
         def need(entries: list[tuple[Request, int]]) -> int:
             return sum(n + (extra if r.prompt_left == 0 else 0) for r, n in entries)

@@ -338,10 +338,13 @@ class Decoder(Protocol):
     emits one or more tokens (speculative and parallel decoders emit several per step), writing
     them to the request and its timeline. A decoder owns its per-request state (a draft cache,
     a tree) keyed by request id; ``release(req)`` is called when a request finishes or is
-    preempted, so that state can go. A decoder that writes more than one token per decoding
-    request into the cache within a step (drafts under verification) may say how many more
-    with a ``lookahead`` attribute (0 if absent): the engine's KV memory check reserves them.
+    preempted, so that state can go. ``lookahead`` is how many more tokens than one per
+    decoding request the decoder writes into the cache within a step (drafts under
+    verification; 0 for plain decoding): the engine's KV memory check reserves them.
     """
+
+    @property
+    def lookahead(self) -> int: ...
 
     def prepare(self, ctx: EngineOps) -> None: ...
 

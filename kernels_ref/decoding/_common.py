@@ -31,6 +31,9 @@ def prefill_feeds(batch: StepBatch) -> list[tuple[Request, Feed]]:
 class DecoderBase:
     """Defaults for the optional parts of the decoder protocol."""
 
+    lookahead: int = 0
+    """Tokens written into a request's cache per step beyond one (drafts under verification)."""
+
     def release(self, req: Request) -> None:
         """Drop per-request state when ``req`` finishes or is preempted (none by default)."""
 
