@@ -143,3 +143,25 @@ def check_model(name: str) -> None:
     """Fail fast (ValueError, one line) when ``name`` is neither a known shape nor a checkpoint."""
     if name not in KNOWN_CONFIGS:
         read_config(resolve_model(name))
+
+
+def check_same_tokenizer(target: str, draft: str) -> None:
+    """Fail fast (ValueError, one line) when a draft model does not share the target's
+    tokenizer: its token ids would mean other strings, and every draft would be rejected or,
+    worse, accepted for the wrong text. Checkpoints compare their ``tokenizer.json``; a
+    random-weights shape (no tokenizer) is checked by vocabulary size only.
+    """
+    def vocab_and_tokenizer(name: str) -> tuple[int, bytes | None]:
+        if name in KNOWN_CONFIGS:
+            return int(KNOWN_CONFIGS[name]["vocab_size"]), None
+        path = resolve_model(name)
+        tok = path / "tokenizer.json"
+        return int(read_config(path)["vocab_size"]), tok.read_bytes() if tok.is_file() else None
+
+    (tv, tt), (dv, dt) = vocab_and_tokenizer(target), vocab_and_tokenizer(draft)
+    if tv != dv:
+        raise ValueError(f"draft {draft!r} has a vocabulary of {dv} tokens, the target "
+                         f"{target!r} {tv}: a draft must share the target's tokenizer")
+    if tt is not None and dt is not None and tt != dt:
+        raise ValueError(f"draft {draft!r} has a different tokenizer.json from the target "
+                         f"{target!r}: a draft must share the target's tokenizer")

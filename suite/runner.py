@@ -34,7 +34,13 @@ from effbench.suite import artifacts as case_artifacts
 from effbench.suite import canary as run_canaries
 from effbench.suite import registry
 from effbench.suite.cases import Case, expand
-from effbench.suite.context import RunContext, check_model, check_workload, load_model
+from effbench.suite.context import (
+    RunContext,
+    check_model,
+    check_same_tokenizer,
+    check_workload,
+    load_model,
+)
 from effbench.suite.devices import describe, resolve_device, resolve_dtype
 from effbench.suite.errors import ConfigError
 from effbench.suite.family import get_family
@@ -382,6 +388,7 @@ def run(
             if any("draft-model" in registry.get(c.technique).requires for c in cases
                    if not c.endpoint):
                 check_model(preset.run.draft)
+                check_same_tokenizer(preset.run.model, preset.run.draft)
         except ValueError as e:
             raise ConfigError(str(e), "--model") from None
         shapes = RunContext(preset, device, dtype)  # reads configs and tokenizers, no weights
