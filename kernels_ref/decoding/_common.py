@@ -28,6 +28,34 @@ def prefill_feeds(batch: StepBatch) -> list[tuple[Request, Feed]]:
     return out
 
 
+def finish_prompt(ctx: EngineOps, r: Request, f: Feed, lg: torch.Tensor | None,
+                  now: int | None) -> int | None:  # fmt: skip
+    """A prompt chunk of ``r`` ran: advance it, and emit the first token when the chunk ended
+    the prompt (``lg``: its logits rows). Returns the step's timestamp, taken once.
+    """
+    r.computed += len(f.tokens)
+    if lg is not None:
+        now = now or ctx.now()
+        r.emit(ctx.pick(lg[-1:]), now)
+    return now
+
+
+def take_drafts(
+    ctx: EngineOps, active: list[Request], logits: list[torch.Tensor],
+    drafts: dict[int, list[int]], qprobs: dict[int, list[torch.Tensor]],
+) -> None:  # fmt: skip
+    """Append each active request's next draft token, picked from the last row of its logits
+    (and, when sampling, the drafter's distribution for the rejection rule).
+    """
+    rows = torch.cat([lg[-1:] for lg in logits])
+    picks = ctx.pick(rows)
+    probs = ctx.probs(rows) if ctx.temperature > 0 else None
+    for i, (r, tok) in enumerate(zip(active, picks)):
+        drafts[r.rid].append(tok)
+        if probs is not None:
+            qprobs[r.rid].append(probs[i])
+
+
 class DecoderBase:
     """Defaults for the optional parts of the decoder protocol."""
 
@@ -113,10 +141,7 @@ class DraftVerifyBase(DecoderBase):
         now = None
         for (r, f), lg in zip(pairs, logits):
             if r.prompt_left > 0:  # a prompt chunk
-                r.computed += len(f.tokens)
-                if lg is not None:
-                    now = now or ctx.now()
-                    r.emit(ctx.pick(lg[-1:]), now)
+                now = finish_prompt(ctx, r, f, lg, now)
                 continue
             d = drafts[r.rid]
             new = accept_drafts(ctx, d, qprobs[r.rid], lg)
@@ -153,3 +178,19 @@ class DraftVerifyBase(DecoderBase):
             "per_step_committed": list(self.per_step),
             "accept_rollback_s": self.accept_ns / 1e9,
         }
+
+
+@dataclass
+class ChainDraftBase(DraftVerifyBase):
+    """Draft-then-verify with a chain of up to ``k`` drafted tokens per request and step."""
+
+    k: int = 4
+
+    @property
+    def lookahead(self) -> int:
+        """Draft tokens a verify pass writes into each request's cache beyond its own."""
+        return self.k
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k (draft tokens per step) must be >= 1, got {self.k}")

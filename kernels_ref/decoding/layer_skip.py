@@ -20,26 +20,19 @@ from dataclasses import dataclass
 
 import torch
 
-from effbench.kernels_ref.decoding._common import DraftVerifyBase, prefill_feeds
+from effbench.kernels_ref.decoding._common import ChainDraftBase, prefill_feeds, take_drafts
 from effbench.kernels_ref.protocols import EngineOps, Feed
 from effbench.kernels_ref.requests import StepBatch
 
 
 @dataclass
-class LayerSkip(DraftVerifyBase):
+class LayerSkip(ChainDraftBase):
     """Draft ``k`` tokens with the target's first ``exit_layer`` layers, verify with all."""
 
-    k: int = 4
     exit_layer: int = 2
 
-    @property
-    def lookahead(self) -> int:
-        """Draft tokens a verify pass writes into each request's cache beyond its own."""
-        return self.k
-
     def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ValueError(f"k (draft tokens per step) must be >= 1, got {self.k}")
+        super().__post_init__()
         if self.exit_layer < 1:
             raise ValueError(f"exit_layer must be >= 1, got {self.exit_layer}")
 
@@ -63,14 +56,8 @@ class LayerSkip(DraftVerifyBase):
                 seq = r.tokens + drafts[r.rid]
                 have = r.cache.length()  # layer 0's: the draft extends the layers below the exit
                 feeds.append(Feed(r.cache, seq[have:], have, seq_id=r.rid))
-            out = ctx.forward(feeds, layers=self.exit_layer).logits
-            rows = torch.cat([lg[-1:] for lg in out])
-            picks = ctx.pick(rows)
-            probs = ctx.probs(rows) if ctx.temperature > 0 else None
-            for i, (r, tok) in enumerate(zip(active, picks)):
-                drafts[r.rid].append(tok)
-                if probs is not None:
-                    qprobs[r.rid].append(probs[i])
+            take_drafts(ctx, active, ctx.forward(feeds, layers=self.exit_layer).logits,
+                        drafts, qprobs)  # fmt: skip
         for r in decodes:  # the early exit's keys go: the verify pass writes every layer
             r.cache.truncate(r.computed)
         self.verify(ctx, pre, decodes, drafts, qprobs)

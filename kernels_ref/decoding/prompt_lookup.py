@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from effbench.kernels_ref.decoding._common import DraftVerifyBase, prefill_feeds
+from effbench.kernels_ref.decoding._common import ChainDraftBase, prefill_feeds
 from effbench.kernels_ref.protocols import EngineOps
 from effbench.kernels_ref.requests import StepBatch
 
@@ -38,22 +38,15 @@ def lookup(tokens: list[int], k: int, max_ngram: int, min_ngram: int = 1) -> lis
 
 
 @dataclass
-class PromptLookup(DraftVerifyBase):
+class PromptLookup(ChainDraftBase):
     """Draft ``k`` tokens by n-gram lookup in the request's own tokens, verify in one pass."""
 
-    k: int = 4
     max_ngram: int = 3
     min_ngram: int = 1
     matched_steps: int = 0
 
-    @property
-    def lookahead(self) -> int:
-        """Draft tokens a verify pass writes into each request's cache beyond its own."""
-        return self.k
-
     def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ValueError(f"k (draft tokens per step) must be >= 1, got {self.k}")
+        super().__post_init__()
         if not 1 <= self.min_ngram <= self.max_ngram:
             raise ValueError(f"need 1 <= min_ngram <= max_ngram, got {self.min_ngram} and "
                              f"{self.max_ngram}")  # fmt: skip

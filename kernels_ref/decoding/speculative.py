@@ -16,29 +16,19 @@ from dataclasses import dataclass, field
 import torch
 
 from effbench.kernels_ref.attention.dense import DenseAttention
-from effbench.kernels_ref.decoding._common import DraftVerifyBase, prefill_feeds
+from effbench.kernels_ref.decoding._common import ChainDraftBase, prefill_feeds, take_drafts
 from effbench.kernels_ref.kvcache.full_cache import PooledKVCacheFactory
 from effbench.kernels_ref.protocols import EngineOps, Feed, KVCache, KVCacheFactory
 from effbench.kernels_ref.requests import Request, StepBatch
 
 
 @dataclass
-class Speculative(DraftVerifyBase):
+class Speculative(ChainDraftBase):
     """Draft-then-verify with ``k`` draft tokens per step and the lossless acceptance rule."""
 
-    k: int = 4
     draft_cache_factory: KVCacheFactory = field(default_factory=PooledKVCacheFactory)
     _draft_caches: dict[int, KVCache] = field(default_factory=dict, repr=False)
     _draft_attention: DenseAttention = field(default_factory=DenseAttention, repr=False)
-
-    @property
-    def lookahead(self) -> int:
-        """Draft tokens a verify pass writes into each request's cache beyond its own."""
-        return self.k
-
-    def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ValueError("k (draft tokens per step) must be >= 1")
 
     def prepare(self, ctx: EngineOps) -> None:
         if ctx.draft is None:
@@ -77,15 +67,8 @@ class Speculative(DraftVerifyBase):
                 feeds.append(Feed(dc[r.rid], seq[have:], have, seq_id=r.rid))
             out = self._draft_forward(ctx, (draft_feeds if j == 0 else []) + feeds)
             out = out[len(draft_feeds) :] if j == 0 else out
-            rows = torch.cat([lg[-1:] for lg in out]) if out else None
-            if rows is None:
-                continue
-            picks = ctx.pick(rows)
-            probs = ctx.probs(rows) if ctx.temperature > 0 else None
-            for i, (r, tok) in enumerate(zip(active, picks)):
-                drafts[r.rid].append(tok)
-                if probs is not None:
-                    qprobs[r.rid].append(probs[i])
+            if out:
+                take_drafts(ctx, active, out, drafts, qprobs)
         if draft_feeds and not any(ks.values()):
             self._draft_forward(ctx, draft_feeds)
         # Verify phase: one packed target pass over prompt chunks and [last, d1..dk] runs.

@@ -27,7 +27,7 @@ from functools import cached_property
 
 import torch
 
-from effbench.kernels_ref.decoding._common import DraftVerifyBase
+from effbench.kernels_ref.decoding._common import DraftVerifyBase, finish_prompt
 from effbench.kernels_ref.protocols import EngineOps, Feed, MaskPredicate
 from effbench.kernels_ref.requests import Request
 
@@ -149,11 +149,9 @@ class TreeVerifyBase(DraftVerifyBase):
         now = None
         for (r, f), lg in zip(pairs, logits):
             if r.prompt_left > 0:  # a prompt chunk
-                r.computed += len(f.tokens)
                 if lg is not None:
                     self.observed(f.tokens[-1:], lg[-1:])
-                    now = now or ctx.now()
-                    r.emit(ctx.pick(lg[-1:]), now)
+                now = finish_prompt(ctx, r, f, lg, now)
                 continue
             self.observed(f.tokens, lg)
             tree = trees[r.rid]
