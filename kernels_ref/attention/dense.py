@@ -54,7 +54,9 @@ class DenseAttention(AttentionBase):
         if q_len != 1:
             raise ValueError(f"decode takes one query, got q_len={q_len}; use forward")
         explicit = self.meta_mask(meta, 1, kv_len, q.device)
-        return grouped_decode(q, k, v, None if explicit is None else explicit[None, None])
+        if explicit is not None:  # (1, kv_len), broadcast over the folded heads and any batch
+            explicit = explicit.reshape(*([1] * (q.dim() - 2)), kv_len)
+        return grouped_decode(q, k, v, explicit)
 
     def decode_padded(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                       lengths: Sequence[int], meta: AttentionMeta | None = None

@@ -127,6 +127,11 @@ class TreeVerifyBase(DraftVerifyBase):
     def observed(self, tokens: list[int], logits: torch.Tensor) -> None:
         """The target's logits rows for ``tokens`` of a verify pass (nothing by default)."""
 
+    def tree_accepted(self, req: Request, base: int, path: list[int]) -> None:
+        """``req``'s tree, fed from cache slot ``base``, kept nodes ``path`` (root to leaf):
+        drafters with caches of their own compact them the same way (nothing by default).
+        """
+
     def verify_trees(
         self, ctx: EngineOps, pre: list[tuple[Request, Feed]], decodes: list[Request],
         trees: dict[int, DraftTree],
@@ -163,6 +168,7 @@ class TreeVerifyBase(DraftVerifyBase):
             else:
                 r.cache.keep([*range(base), *(base + n for n in path)])
             r.computed = base + len(path)
+            self.tree_accepted(r, base, path)
             self.rolled_back(r, r.computed)
             now = now or ctx.now()
             r.emit(out, now)

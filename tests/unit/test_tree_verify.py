@@ -174,3 +174,19 @@ def test_aded_reproduces_greedy_and_reports_its_table(target, greedy) -> None:
 def test_a_tree_above_the_verify_limit_is_refused() -> None:
     with pytest.raises(ValueError, match="exceeds the engine's verify limit of 256 nodes"):
         TokenRecycling(top=8, width=8, depth=12)
+
+
+def test_dyspec_grows_trees_by_draft_probability_and_keeps_the_output(target, greedy) -> None:
+    """per_round=1 feeds the draft one masked node at a time (the one-query masked path)."""
+    from effbench.kernels_ref.decoding import DySpec
+
+    draft, _ = load_checkpoint(EMBEDDED["tiny-draft-1l"])
+    for dec in (DySpec(nodes=6, per_round=1, top=3), DySpec(nodes=12, per_round=4)):
+        eng = Engine(target, attention=DenseAttention(), cache_factory=PooledKVCacheFactory(),
+                     scheduler=ContinuousBatching(), decoder=dec,
+                     config=EngineConfig(max_batch=2, max_tokens=1 << 16), draft=draft.eval())
+        with torch.inference_mode():
+            res = eng.run([Request(i, list(p), NEW) for i, p in enumerate(PROMPTS)])
+        assert [r.output for r in res.requests] == greedy
+        st = res.decoder_stats
+        assert st["tokens_per_step"] > 1.5 and st["mean_tree_nodes"] <= dec.nodes
