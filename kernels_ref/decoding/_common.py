@@ -6,6 +6,7 @@ statistics).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +129,45 @@ class DraftVerifyBase(DecoderBase):
     def rolled_back(self, req: Request, keep: int) -> None:
         """``req`` keeps its first ``keep`` tokens: drop per-request state past them."""
 
+    def observed(self, tokens: list[int], logits: torch.Tensor) -> None:
+        """The target's logits rows for ``tokens`` of a verify pass (nothing by default;
+        drafters that learn from the target's outputs use it).
+        """
+
+    def run_verify(
+        self, ctx: EngineOps, pre: list[tuple[Request, Feed]],
+        verify: list[tuple[Request, Feed]],
+        accept: Callable[[Request, Feed, torch.Tensor], tuple[list[int], int, int, bool]],
+    ) -> None:  # fmt: skip
+        """One packed target pass over the prompt chunks ``pre`` and the ``verify`` feeds.
+
+        ``accept(r, f, logits)`` keeps what the target agrees with, rolls ``r``'s cache and
+        ``r.computed`` back to it, and returns (tokens to emit, drafted, accepted, rejected);
+        this runs the prompt chunks, emits, and keeps the counters.
+        """
+        pairs = pre + verify
+        logits = ctx.forward([f for _, f in pairs]).logits
+        t0 = time.perf_counter_ns()
+        now = None
+        for (r, f), lg in zip(pairs, logits):
+            if r.prompt_left > 0:  # a prompt chunk
+                if lg is not None:
+                    self.observed(f.tokens[-1:], lg[-1:])
+                now = finish_prompt(ctx, r, f, lg, now)
+                continue
+            self.observed(f.tokens, lg)
+            out, drafted, kept, rejected = accept(r, f, lg)
+            self.rolled_back(r, r.computed)
+            now = now or ctx.now()
+            r.emit(out, now)
+            self.proposed += drafted
+            self.accepted += kept
+            self.verify_steps += 1
+            self.committed += len(out)
+            self.per_step.append(len(out))
+            self.rejections += rejected
+        self.accept_ns += time.perf_counter_ns() - t0
+
     def verify(
         self, ctx: EngineOps, pre: list[tuple[Request, Feed]], decodes: list[Request],
         drafts: dict[int, list[int]], qprobs: dict[int, list[torch.Tensor]],
@@ -135,30 +175,16 @@ class DraftVerifyBase(DecoderBase):
         """Verify every decoding request's drafts (and run the prompt chunks) in one pass."""
         verify = [(r, Feed(r.cache, r.tokens[r.computed :] + drafts[r.rid], r.computed, "all",
                            seq_id=r.rid)) for r in decodes]  # fmt: skip
-        pairs = pre + verify
-        logits = ctx.forward([f for _, f in pairs]).logits
-        t0 = time.perf_counter_ns()
-        now = None
-        for (r, f), lg in zip(pairs, logits):
-            if r.prompt_left > 0:  # a prompt chunk
-                now = finish_prompt(ctx, r, f, lg, now)
-                continue
+
+        def accept(r: Request, f: Feed, lg: torch.Tensor) -> tuple[list[int], int, int, bool]:
             d = drafts[r.rid]
             new = accept_drafts(ctx, d, qprobs[r.rid], lg)
             n_acc = len(new) - 1
-            keep = r.computed + 1 + n_acc
-            r.cache.truncate(keep)
-            r.computed = keep
-            self.rolled_back(r, keep)
-            now = now or ctx.now()
-            r.emit(new, now)
-            self.proposed += len(d)
-            self.accepted += n_acc
-            self.verify_steps += 1
-            self.committed += len(new)
-            self.per_step.append(len(new))
-            self.rejections += n_acc < len(d)
-        self.accept_ns += time.perf_counter_ns() - t0
+            r.computed += 1 + n_acc
+            r.cache.truncate(r.computed)
+            return new, len(d), n_acc, n_acc < len(d)
+
+        self.run_verify(ctx, pre, verify, accept)
 
     def stats(self) -> dict[str, Any]:
         """Counts, plus ``acceptance_alpha``: the per-token acceptance probability a under the

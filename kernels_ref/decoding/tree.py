@@ -20,14 +20,13 @@ for deterministic drafts (no multi-draft rejection sampling).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 import torch
 
-from effbench.kernels_ref.decoding._common import DraftVerifyBase, finish_prompt
+from effbench.kernels_ref.decoding._common import DraftVerifyBase
 from effbench.kernels_ref.protocols import EngineOps, Feed, MaskPredicate
 from effbench.kernels_ref.requests import Request
 
@@ -120,12 +119,9 @@ class TreeVerifyBase(DraftVerifyBase):
 
     Counters as ``DraftVerifyBase`` (``drafts_proposed`` counts tree nodes, so
     ``acceptance_rate`` is the share of nodes kept); a step that ends at a node with children
-    counts as a rejection, one that ends at a leaf is censored. ``observed`` sees every verified
-    feed's tokens and logits (drafters that learn from the target's outputs use it).
+    counts as a rejection, one that ends at a leaf is censored. ``observed`` (the base's hook)
+    sees every verified feed's tokens and logits; Token Recycling learns from it.
     """
-
-    def observed(self, tokens: list[int], logits: torch.Tensor) -> None:
-        """The target's logits rows for ``tokens`` of a verify pass (nothing by default)."""
 
     def tree_accepted(self, req: Request, base: int, path: list[int]) -> None:
         """``req``'s tree, fed from cache slot ``base``, kept nodes ``path`` (root to leaf):
@@ -148,17 +144,8 @@ class TreeVerifyBase(DraftVerifyBase):
             verify.append((r, Feed(r.cache, pending + list(tree.tokens), r.computed, "all",
                                    seq_id=r.rid, positions=positions if len(tree) else None,
                                    mask=tree_mask(base, tree, dev) if len(tree) else None)))
-        pairs = pre + verify
-        logits = ctx.forward([f for _, f in pairs]).logits
-        t0 = time.perf_counter_ns()
-        now = None
-        for (r, f), lg in zip(pairs, logits):
-            if r.prompt_left > 0:  # a prompt chunk
-                if lg is not None:
-                    self.observed(f.tokens[-1:], lg[-1:])
-                now = finish_prompt(ctx, r, f, lg, now)
-                continue
-            self.observed(f.tokens, lg)
+
+        def accept(r: Request, f: Feed, lg: torch.Tensor) -> tuple[list[int], int, int, bool]:
             tree = trees[r.rid]
             root = len(f.tokens) - len(tree) - 1  # the row of the last pending token
             out, path = self._walk(ctx, tree, lg, root)
@@ -169,16 +156,10 @@ class TreeVerifyBase(DraftVerifyBase):
                 r.cache.keep([*range(base), *(base + n for n in path)])
             r.computed = base + len(path)
             self.tree_accepted(r, base, path)
-            self.rolled_back(r, r.computed)
-            now = now or ctx.now()
-            r.emit(out, now)
-            self.proposed += len(tree)
-            self.accepted += len(path)
-            self.verify_steps += 1
-            self.committed += len(out)
-            self.per_step.append(len(out))
-            self.rejections += bool(tree.children.get(path[-1] if path else -1))
-        self.accept_ns += time.perf_counter_ns() - t0
+            rejected = bool(tree.children.get(path[-1] if path else -1))
+            return out, len(tree), len(path), rejected
+
+        self.run_verify(ctx, pre, verify, accept)
 
     @staticmethod
     def _walk(ctx: EngineOps, tree: DraftTree, logits: torch.Tensor, root: int
