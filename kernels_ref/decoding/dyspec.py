@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from effbench.kernels_ref.attention.dense import DenseAttention
 from effbench.kernels_ref.decoding._common import prefill_feeds
+from effbench.kernels_ref.decoding._draft_model import DraftModelState
 from effbench.kernels_ref.decoding.tree import DraftTree, TreeVerifyBase, check_tree_size, tree_mask
-from effbench.kernels_ref.kvcache.full_cache import PooledKVCacheFactory
-from effbench.kernels_ref.protocols import EngineOps, Feed, KVCache, KVCacheFactory
+from effbench.kernels_ref.protocols import EngineOps, Feed
 from effbench.kernels_ref.requests import Request, StepBatch
 
 
@@ -68,15 +67,12 @@ class _Growing:
 
 
 @dataclass
-class DySpec(TreeVerifyBase):
+class DySpec(DraftModelState, TreeVerifyBase):
     """Grow a draft tree of ``nodes`` nodes by draft path probability, verify it in one pass."""
 
     nodes: int = 8
     per_round: int = 4
     top: int = 4
-    draft_cache_factory: KVCacheFactory = field(default_factory=PooledKVCacheFactory)
-    _draft_caches: dict[int, KVCache] = field(default_factory=dict, repr=False)
-    _draft_attention: DenseAttention = field(default_factory=DenseAttention, repr=False)
 
     def __post_init__(self) -> None:
         if min(self.nodes, self.per_round, self.top) < 1:
@@ -90,34 +86,21 @@ class DySpec(TreeVerifyBase):
         return self.nodes
 
     def prepare(self, ctx: EngineOps) -> None:
-        if ctx.draft is None:
-            raise ValueError("DySpec needs a draft model (engine draft=...)")
-        if ctx.draft.config.vocab_size != ctx.model.config.vocab_size:
-            raise ValueError("draft and target must share a vocabulary")
+        self.prepare_draft(ctx, "DySpec")
         self.reset_counters()
-        self._draft_caches = {}
-
-    def release(self, req: Request) -> None:
-        self._draft_caches.pop(req.rid, None)
-
-    def _draft(self, ctx: EngineOps, feeds: list[Feed]) -> list[torch.Tensor | None]:
-        return ctx.forward(feeds, model=ctx.draft, attention=self._draft_attention).logits
 
     def step(self, ctx: EngineOps, batch: StepBatch) -> None:
         pre = prefill_feeds(batch)
-        for r, _ in pre:
-            if r.rid not in self._draft_caches:
-                self._draft_caches[r.rid] = ctx.new_cache(ctx.draft, self.draft_cache_factory)
+        # the draft consumes prompt chunks and catches up with the committed tokens
+        feeds = self.draft_prompt_feeds(ctx, pre)
         dc = self._draft_caches
         decodes = batch.decodes
-        # the draft consumes prompt chunks and catches up with the committed tokens
-        feeds = [Feed(dc[r.rid], f.tokens, f.start, "none", seq_id=r.rid) for r, f in pre]
         grow = {}
         for r in decodes:
             have = dc[r.rid].length()
             feeds.append(Feed(dc[r.rid], r.tokens[have:], have, seq_id=r.rid))
             grow[r.rid] = _Growing(len(r.tokens), r.budget_left - 1)
-        out = self._draft(ctx, feeds) if feeds else []
+        out = self.draft_forward(ctx, feeds) if feeds else []
         for r, lg in zip(decodes, out[len(pre) :]):
             grow[r.rid].push(-1, lg[-1], self.top)
         dev = ctx.model.device
@@ -134,7 +117,7 @@ class DySpec(TreeVerifyBase):
                     active.append(r)
             if not feeds:
                 break
-            for r, lg in zip(active, self._draft(ctx, feeds)):
+            for r, lg in zip(active, self.draft_forward(ctx, feeds)):
                 g = grow[r.rid]
                 for i in range(len(lg)):
                     g.push(g.fed + i, lg[i], self.top)

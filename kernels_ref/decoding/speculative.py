@@ -11,53 +11,34 @@ decoder's per-request state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from effbench.kernels_ref.attention.dense import DenseAttention
 from effbench.kernels_ref.decoding._common import ChainDraftBase, prefill_feeds, take_drafts
-from effbench.kernels_ref.kvcache.full_cache import PooledKVCacheFactory
-from effbench.kernels_ref.protocols import EngineOps, Feed, KVCache, KVCacheFactory
+from effbench.kernels_ref.decoding._draft_model import DraftModelState
+from effbench.kernels_ref.protocols import EngineOps, Feed
 from effbench.kernels_ref.requests import Request, StepBatch
 
 
 @dataclass
-class Speculative(ChainDraftBase):
+class Speculative(DraftModelState, ChainDraftBase):
     """Draft-then-verify with ``k`` draft tokens per step and the lossless acceptance rule."""
 
-    draft_cache_factory: KVCacheFactory = field(default_factory=PooledKVCacheFactory)
-    _draft_caches: dict[int, KVCache] = field(default_factory=dict, repr=False)
-    _draft_attention: DenseAttention = field(default_factory=DenseAttention, repr=False)
-
     def prepare(self, ctx: EngineOps) -> None:
-        if ctx.draft is None:
-            raise ValueError("speculative decoding needs a draft model (engine draft=...)")
-        if ctx.draft.config.vocab_size != ctx.model.config.vocab_size:
-            raise ValueError("draft and target must share a vocabulary")
+        self.prepare_draft(ctx, "speculative decoding")
         self.reset_counters()
-        self._draft_caches = {}
-
-    def release(self, req: Request) -> None:
-        """The request finished or was preempted: its draft cache goes."""
-        self._draft_caches.pop(req.rid, None)
-
-    def _draft_forward(self, ctx: EngineOps, feeds: list[Feed]) -> list[torch.Tensor | None]:
-        return ctx.forward(feeds, model=ctx.draft, attention=self._draft_attention).logits
 
     def step(self, ctx: EngineOps, batch: StepBatch) -> None:
         pre = prefill_feeds(batch)
-        for r, _ in pre:
-            if r.rid not in self._draft_caches:
-                self._draft_caches[r.rid] = ctx.new_cache(ctx.draft, self.draft_cache_factory)
+        # The draft also consumes prompt chunks so its cache stays aligned with the target's.
+        draft_feeds = self.draft_prompt_feeds(ctx, pre)
         dc = self._draft_caches
         decodes = batch.decodes
         # Draft phase: each decoding request proposes up to k tokens (fewer near its budget).
         ks = {r.rid: min(self.k, r.budget_left - 1) for r in decodes}
         drafts: dict[int, list[int]] = {r.rid: [] for r in decodes}
         qprobs: dict[int, list[torch.Tensor]] = {r.rid: [] for r in decodes}
-        # The draft also consumes prompt chunks so its cache stays aligned with the target's.
-        draft_feeds = [Feed(dc[r.rid], f.tokens, f.start, "none", seq_id=r.rid) for r, f in pre]
         for j in range(max(ks.values(), default=0)):
             active = [r for r in decodes if ks[r.rid] > j]
             feeds = []
@@ -65,12 +46,12 @@ class Speculative(ChainDraftBase):
                 seq = r.tokens + drafts[r.rid]
                 have = dc[r.rid].length()
                 feeds.append(Feed(dc[r.rid], seq[have:], have, seq_id=r.rid))
-            out = self._draft_forward(ctx, (draft_feeds if j == 0 else []) + feeds)
+            out = self.draft_forward(ctx, (draft_feeds if j == 0 else []) + feeds)
             out = out[len(draft_feeds) :] if j == 0 else out
             if out:
                 take_drafts(ctx, active, out, drafts, qprobs)
         if draft_feeds and not any(ks.values()):
-            self._draft_forward(ctx, draft_feeds)
+            self.draft_forward(ctx, draft_feeds)
         # Verify phase: one packed target pass over prompt chunks and [last, d1..dk] runs.
         self.verify(ctx, pre, decodes, drafts, qprobs)
 
